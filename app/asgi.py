@@ -1,0 +1,115 @@
+"""The ASGI application: routes, the middleware stack, and the lifespan.
+
+POST /webhook[/<channel>]   store the notification, 200 once durable
+GET  /healthz               the process answers
+GET  /readyz                the database answers and the buffer has room
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import traceback
+
+from app.asgi_types import ASGIApp, Receive, Scope, Send, respond
+from app.body_limit import BodyLimit
+from app.config import Config
+from app.error_guard import ErrorGuard
+from app.errors import NotDurable, Overloaded
+from app.records import incoming
+from app.service import Service, running
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CHANNEL = "default"
+# A free label for the receiving number: it is stored with every row, so keep it tame.
+_CHANNEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,63}")
+
+
+class Wabahook:
+    """Routes requests and runs the lifespan; every other concern is its own ASGI class."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.service: Service | None = None
+        self._retry_after = [(b"retry-after", str(config.retry_after_s).encode())]
+        # Middleware of the webhook route, outermost first (auth goes before BodyLimit).
+        webhook: ASGIApp = self._ingest
+        for middleware in reversed([BodyLimit]):
+            webhook = middleware(webhook, config.max_body)
+        self._webhook = webhook
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return  # websockets are not served; uvicorn closes the connection
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path == "/webhook" or path.startswith("/webhook/"):
+            channel = path[9:] or DEFAULT_CHANNEL
+            if not _CHANNEL.fullmatch(channel):
+                await respond(send, 404, b"not found\n")
+            elif method != "POST":
+                await respond(send, 405, b"method not allowed\n", [(b"allow", b"POST")])
+            else:
+                scope["wabahook.channel"] = channel
+                await self._webhook(scope, receive, send)
+        elif path in ("/healthz", "/readyz"):
+            if method not in ("GET", "HEAD"):
+                await respond(send, 405, b"method not allowed\n", [(b"allow", b"GET, HEAD")])
+            elif path == "/healthz":
+                await respond(send, 200, b"ok\n")
+            else:
+                await self._readyz(send)
+        else:
+            await respond(send, 404, b"not found\n")
+
+    async def _ingest(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.service is not None, "lifespan startup has not run"
+        message = await receive()
+        request = incoming(message["body"], scope["wabahook.channel"])
+        try:
+            await self.service.group_commit.submit(request)
+        except Overloaded:
+            await respond(send, 503, b"overloaded, retry later\n", self._retry_after)
+        except NotDurable:
+            await respond(send, 503, b"not stored, retry later\n", self._retry_after)
+        else:
+            await respond(send, 200, b"ok\n")
+
+    async def _readyz(self, send: Send) -> None:
+        if self.service is None:
+            await respond(send, 503, b"starting\n")
+            return
+        ready, reason = await self.service.ready()
+        await respond(send, 200 if ready else 503, reason.encode() + b"\n")
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        message = await receive()
+        assert message["type"] == "lifespan.startup"
+        try:
+            async with running(self.config) as service:
+                self.service = service
+                await send({"type": "lifespan.startup.complete"})
+                message = await receive()
+                assert message["type"] == "lifespan.shutdown"
+        except BaseException:
+            text = traceback.format_exc()
+            if self.service is None:
+                await send({"type": "lifespan.startup.failed", "message": text})
+            else:
+                await send({"type": "lifespan.shutdown.failed", "message": text})
+            raise
+        self.service = None
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+def build_app(config: Config) -> ASGIApp:
+    return ErrorGuard(Wabahook(config), config.retry_after_s)
+
+
+def create_app() -> ASGIApp:
+    """uvicorn factory (`app.asgi:create_app`): settings from the environment."""
+    return build_app(Config.from_environ())

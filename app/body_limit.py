@@ -1,0 +1,67 @@
+"""Read the whole body once, never buffering more than the cap; 413 past it."""
+
+from __future__ import annotations
+
+from app.asgi_types import ASGIApp, Message, Receive, Scope, Send, respond
+
+_DRAIN_LIMIT = 8 * 1024 * 1024  # bytes of an oversize body read and dropped before answering
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > self.max_body:
+                    await self._too_large(receive, send)
+                    return
+                break
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # nobody is left to answer, and nothing was acknowledged
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                await self._too_large(receive, send, more_body=message.get("more_body", False))
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _too_large(self, receive: Receive, send: Send, more_body: bool = True) -> None:
+        # Read on (discarding) for a while, so a client still sending sees the 413 rather than
+        # a reset connection; a bounded amount, so an endless stream can't hold us.
+        discarded = 0
+        while more_body and discarded <= _DRAIN_LIMIT:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            discarded += len(message.get("body", b""))
+            more_body = message.get("more_body", False)
+        text = f"body larger than {self.max_body} bytes\n".encode()
+        await respond(send, 413, text, [(b"connection", b"close")])
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands the inner app the body already read, then the real stream."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

@@ -1,0 +1,278 @@
+"""The command line: parse options, build the one `Config`, hand it on.
+
+Every `serve` option can also be set as `WABAHOOK_<NAME>` (`DATABASE_URL` for the
+database); `--help` shows each variable's name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import msgspec
+
+from app import storage
+from app.config import Config, describe_fields, env_name
+from app.embedded import EmbeddedPostgres
+
+logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Fields every command that reads the database takes; `serve` takes them all.
+_DATABASE_FIELDS = ("database_url", "data_dir")
+_STANDARD_RECORD_KEYS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class _KeyValueFormatter(logging.Formatter):
+    """`time level logger message key=value ...`, the `extra` of each record made visible."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extra = {k: v for k, v in vars(record).items() if k not in _STANDARD_RECORD_KEYS}
+        if extra:
+            line += " " + " ".join(f"{key}={value}" for key, value in extra.items())
+        return line
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(_KeyValueFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def _config_options(names: tuple[str, ...]) -> Callable[[F], F]:
+    """One click option per Config field, with its description, default and variable name."""
+    described = describe_fields()
+
+    def decorate(command: F) -> F:
+        for name in reversed(names):
+            description, default, kind = described[name]
+            default_text = "" if default is None else f" [default: {default}]"
+            command = click.option(
+                "--" + name.replace("_", "-"),
+                name,
+                type=kind,
+                default=None,
+                envvar=env_name(name),
+                show_envvar=True,
+                help=description + default_text,
+            )(command)
+        return command
+
+    return decorate
+
+
+def _build_config(options: dict[str, Any]) -> Config:
+    try:
+        return Config.from_mapping({k: v for k, v in options.items() if v is not None})
+    except (msgspec.ValidationError, ValueError) as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="wabahook")
+def main() -> None:
+    """wabahook: receive WhatsApp Business webhooks from 360dialog and store them durably.
+
+    A notification is answered 200 only once it is committed in PostgreSQL. With
+    DATABASE_URL unset, an embedded PostgreSQL runs in the data directory.
+    """
+
+
+@main.command()
+@_config_options(Config.__struct_fields__)
+def serve(**options: Any) -> None:
+    """Serve POST /webhook[/<channel>], /healthz and /readyz with uvicorn."""
+    import uvicorn
+
+    config = _build_config(options)
+    configure_logging(config.log_level)
+    with _database(config, announce=True) as dsn:
+        config = msgspec.structs.replace(config, database_url=dsn)
+        config.export_to_environ()  # worker processes rebuild the same Config from it
+        uvicorn_config = uvicorn.Config(
+            "app.asgi:create_app",
+            factory=True,
+            host=config.host,
+            port=config.port,
+            workers=config.workers,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            ssl_certfile=config.ssl_certfile,
+            ssl_keyfile=config.ssl_keyfile,
+            timeout_keep_alive=int(config.timeout_keep_alive),
+            limit_concurrency=config.limit_concurrency,
+            access_log=False,  # contract 6: no per-request log line
+            server_header=False,
+            log_config=None,  # logging is configured above, once
+        )
+        server = uvicorn.Server(uvicorn_config)
+        if config.workers == 1:
+            server.run()
+        else:
+            from uvicorn.supervisors import Multiprocess
+
+            sock = uvicorn_config.bind_socket()
+            Multiprocess(uvicorn_config, sockets=[sock]).run()
+    if not server.started and config.workers == 1:
+        sys.exit(3)
+
+
+@main.command()
+@_config_options(_DATABASE_FIELDS)
+def migrate(**options: Any) -> None:
+    """Apply the database migrations that have not been applied yet."""
+    config = _build_config(options)
+
+    async def run(dsn: str) -> list[str]:
+        async with storage.connect(dsn) as connection:
+            return await storage.migrate(connection)
+
+    with _database(config) as dsn:
+        applied = asyncio.run(run(dsn))
+    click.echo(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+
+
+@main.command()
+@_config_options(_DATABASE_FIELDS)
+@click.option("--channel", help="only events that arrived on this channel")
+@click.option("--kind", type=click.Choice(["message", "status", "error", "other"]))
+@click.option("--since", help="received at or after: ISO time, or an age such as 30s, 15m, 2h, 7d")
+@click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--format", "output", type=click.Choice(["table", "jsonl"]), default="table",
+              show_default=True)  # fmt: skip
+def events(
+    channel: str | None, kind: str | None, since: str | None, limit: int, output: str,
+    **options: Any,
+) -> None:  # fmt: skip
+    """List stored events, oldest first."""
+    config = _build_config(options)
+    since_time = _parse_since(since) if since else None
+
+    async def run(dsn: str) -> list[dict[str, Any]]:
+        async with storage.connect(dsn) as connection:
+            return await storage.select_events(connection, channel, kind, since_time, limit)
+
+    with _database(config) as dsn:
+        rows = asyncio.run(run(dsn))
+    records = [
+        {"event_id": row["id"], "channel": row["channel"], "kind": row["kind"],
+         "type": row["type"], "id": row["message_id"], "wa_id": row["wa_id"],
+         "phone_number_id": row["phone_number_id"], "waba_id": row["waba_id"],
+         "event_ts": row["event_ts"], "received_at": row["received_at"],
+         "request_id": row["request_id"], "payload": msgspec.Raw(row["payload"].encode())}
+        for row in rows
+    ]  # fmt: skip
+    columns = ("received_at", "channel", "kind", "type", "id", "wa_id", "phone_number_id")
+    _print(records, output, columns)
+
+
+@main.command()
+@_config_options(_DATABASE_FIELDS)
+@click.option("--outcome", type=click.Choice(["stored", "unknown", "quarantined"]))
+@click.option("--channel", help="only bodies that arrived on this channel")
+@click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--format", "output", type=click.Choice(["table", "jsonl"]), default="table",
+              show_default=True)  # fmt: skip
+@click.option("--body", "body_id", type=click.UUID,
+              help="write this request's raw body to stdout, byte for byte")  # fmt: skip
+def requests(
+    outcome: str | None, channel: str | None, limit: int, output: str,
+    body_id: uuid.UUID | None, **options: Any,
+) -> None:  # fmt: skip
+    """List every acknowledged body, or write one body's raw bytes (--body ID)."""
+    config = _build_config(options)
+
+    async def run(dsn: str) -> list[dict[str, Any]] | bytes | None:
+        async with storage.connect(dsn) as connection:
+            if body_id is not None:
+                return await storage.select_request_body(connection, body_id)
+            return await storage.select_requests(connection, outcome, channel, limit)
+
+    with _database(config) as dsn:
+        result = asyncio.run(run(dsn))
+    if body_id is not None:
+        if not isinstance(result, bytes):
+            raise click.ClickException(f"no request {body_id}")
+        sys.stdout.buffer.write(result)
+        sys.stdout.buffer.flush()
+        return
+    assert isinstance(result, list)
+    records = [{**row, "sha256": row["sha256"].hex()} for row in result]
+    columns = ("id", "received_at", "channel", "outcome", "bytes", "events", "sha256")
+    _print(records, output, columns)
+
+
+@contextmanager
+def _database(config: Config, announce: bool = False) -> Iterator[str]:
+    """The configured DSN; else the embedded server, reused if running, started (and stopped
+    afterwards) if not."""
+    if config.database_url:
+        yield config.database_url
+        return
+    data_dir = Path(config.data_dir).resolve()
+    running = EmbeddedPostgres.running_dsn(data_dir)
+    if running:
+        yield running
+        return
+    data_dir.mkdir(parents=True, exist_ok=True)
+    embedded = EmbeddedPostgres(data_dir)
+    dsn = embedded.start()
+    if announce:
+        logger.info("embedded PostgreSQL running in %s", data_dir,
+                    extra={"action": "embedded_started", "dsn": dsn})  # fmt: skip
+    try:
+        yield dsn
+    finally:
+        embedded.stop()
+
+
+_AGE = re.compile(r"(\d+)\s*([smhd])")
+_AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def _parse_since(text: str) -> datetime:
+    age = _AGE.fullmatch(text.strip())
+    if age:
+        amount, unit = age.groups()
+        return datetime.now(UTC) - timedelta(**{_AGE_UNITS[unit]: int(amount)})
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"not a time or an age: {text!r}", param_hint="--since") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _print(records: list[dict[str, Any]], output: str, columns: tuple[str, ...]) -> None:
+    if output == "jsonl":
+        encoder = msgspec.json.Encoder()
+        out = sys.stdout.buffer
+        for record in records:
+            out.write(encoder.encode(record) + b"\n")
+        out.flush()
+        return
+    table = [[_cell(record[column]) for column in columns] for record in records]
+    widths = [max([len(name), *(len(row[i]) for row in table)]) for i, name in enumerate(columns)]
+    for row in [list(columns), *table]:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat(timespec="milliseconds")
+    return str(value)

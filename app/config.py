@@ -1,0 +1,150 @@
+"""The one settings object every entry point builds, and the only reader of the environment.
+
+Each field is a limit or a knob with its unit in its description; `wabahook --help` shows the
+same text, and every field can be set as `WABAHOOK_<NAME>` (`DATABASE_URL` for the database).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+ENV_PREFIX = "WABAHOOK_"
+# A serve process hands its resolved settings to worker processes in this one variable.
+EXPORT_VARIABLE = "WABAHOOK_CONFIG_JSON"
+
+MiB = 1024 * 1024
+
+
+def _doc(text: str) -> Any:
+    return msgspec.Meta(description=text)
+
+
+class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Every setting of wabahook. Build it directly (tests) or with `from_environ()`."""
+
+    database_url: Annotated[
+        str | None, _doc("PostgreSQL DSN; unset runs an embedded PostgreSQL in DATA_DIR")
+    ] = None
+    data_dir: Annotated[str, _doc("directory for the embedded PostgreSQL and the spool")] = (
+        ".wabahook"
+    )
+    host: Annotated[str, _doc("address to listen on")] = "127.0.0.1"
+    port: Annotated[int, _doc("TCP port to listen on")] = 8000
+    workers: Annotated[int, _doc("uvicorn worker processes")] = 1
+    ssl_certfile: Annotated[str | None, _doc("TLS certificate chain (PEM) to serve HTTPS")] = None
+    ssl_keyfile: Annotated[str | None, _doc("TLS private key (PEM)")] = None
+    max_body: Annotated[int, _doc("largest accepted body, bytes; larger gets 413")] = 4 * MiB
+    batch_rows: Annotated[int, _doc("most events in one COPY batch, rows")] = 4000
+    batch_bytes: Annotated[int, _doc("most body bytes in one COPY batch, bytes")] = 16 * MiB
+    flush_ms: Annotated[
+        float,
+        _doc(
+            "longest a buffered row waits for its flush to start, ms; an idle flusher "
+            "starts at once, so this bounds the wait only while every flush slot is busy"
+        ),
+    ] = 10.0
+    flush_slots: Annotated[
+        int, _doc("flushes running at once when none is late; batches grow while they run")
+    ] = 2
+    pool_size: Annotated[
+        int,
+        _doc(
+            "PostgreSQL connections per worker process (flushes beyond the slots "
+            "start only for late rows)"
+        ),
+    ] = 4
+    buffer_rows: Annotated[
+        int, _doc("events buffered awaiting a flush before new requests wait, rows")
+    ] = 100_000
+    buffer_bytes: Annotated[
+        int, _doc("body bytes buffered awaiting a flush before new requests wait, bytes")
+    ] = 256 * MiB
+    backpressure_ms: Annotated[
+        float, _doc("how long a request waits for buffer room before 503, ms")
+    ] = 1000.0
+    ack_deadline_ms: Annotated[
+        float,
+        _doc(
+            "longest a request waits for its batch to become durable before 503, ms "
+            "(360dialog gives up after 5000)"
+        ),
+    ] = 3500.0
+    retry_after_s: Annotated[int, _doc("Retry-After sent with 503, seconds")] = 10
+    timeout_keep_alive: Annotated[float, _doc("idle keep-alive connection timeout, s")] = 30.0
+    limit_concurrency: Annotated[
+        int | None, _doc("most concurrent connections before uvicorn answers 503")
+    ] = None
+    log_level: Annotated[
+        Literal["critical", "error", "warning", "info", "debug"], _doc("log level")
+    ] = "info"
+
+    def __post_init__(self) -> None:
+        positive = (
+            "port",
+            "workers",
+            "max_body",
+            "batch_rows",
+            "batch_bytes",
+            "flush_slots",
+            "pool_size",
+            "buffer_rows",
+            "buffer_bytes",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.pool_size < self.flush_slots:
+            raise ValueError("pool_size must be at least flush_slots")
+        if self.flush_ms <= 0 or self.ack_deadline_ms <= 0 or self.backpressure_ms < 0:
+            raise ValueError("flush_ms and ack_deadline_ms must be positive")
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Config:
+        """Settings from `WABAHOOK_*` and `DATABASE_URL` (or an exported serve config)."""
+        env = os.environ if environ is None else environ
+        if EXPORT_VARIABLE in env:
+            return msgspec.json.decode(env[EXPORT_VARIABLE], type=cls)
+        return cls.from_mapping(
+            {name: env[env_name(name)] for name in field_names() if env_name(name) in env}
+        )
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Config:
+        """Validate and coerce (strings from the environment become numbers)."""
+        return msgspec.convert(dict(values), type=cls, strict=False)
+
+    def export_to_environ(self) -> None:
+        """Hand these exact settings to worker processes started after this call."""
+        os.environ[EXPORT_VARIABLE] = msgspec.json.encode(self).decode()
+
+
+def field_names() -> tuple[str, ...]:
+    return Config.__struct_fields__
+
+
+def env_name(field: str) -> str:
+    return "DATABASE_URL" if field == "database_url" else ENV_PREFIX + field.upper()
+
+
+def describe_fields() -> dict[str, tuple[str, Any, type]]:
+    """field -> (description, default, int/float/str), for the CLI's options."""
+    info = msgspec.inspect.type_info(Config)
+    assert isinstance(info, msgspec.inspect.StructType)
+    result: dict[str, tuple[str, Any, type]] = {}
+    for field in info.fields:
+        meta = field.type
+        assert isinstance(meta, msgspec.inspect.Metadata) and meta.extra_json_schema
+        kinds = (
+            meta.type.types if isinstance(meta.type, msgspec.inspect.UnionType) else (meta.type,)
+        )
+        kind: type = str
+        if any(isinstance(k, msgspec.inspect.IntType) for k in kinds):
+            kind = int
+        elif any(isinstance(k, msgspec.inspect.FloatType) for k in kinds):
+            kind = float
+        result[field.name] = (meta.extra_json_schema["description"], field.default, kind)
+    return result

@@ -1,0 +1,75 @@
+"""The parts of a webhook body that normalisation reads, as msgspec Structs.
+
+Only containers are typed (spec section 8, rule 3): a Struct or `list[...]` fails on a
+container of the wrong JSON type, while leaf values stay `Any`, since WhatsApp sends
+timestamps and ids as strings or numbers. Unknown fields are skipped, and every element
+that becomes an event is kept as `msgspec.Raw`: its bytes are stored as received, never
+re-encoded. Decoders are built once, here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from msgspec import Raw, Struct, field
+
+CLOUD_OBJECT = "whatsapp_business_account"
+# Top-level keys of an On-Premise body; any one of them (and no `object`/`entry`) means On-Premise.
+ONPREM_KEYS = frozenset({"messages", "statuses", "errors", "contacts"})
+
+
+class AnyObject(Struct):
+    """A JSON object whose content is not read (contacts, nested errors)."""
+
+
+class MessageHead(Struct):
+    id: Any = None
+    type: Any = None
+    from_: Any = field(default=None, name="from")
+    timestamp: Any = None
+    # Errors of an `unknown`/`unsupported` message belong to it; they are only checked.
+    errors: list[AnyObject] = []
+
+
+class StatusMessage(Struct):
+    recipient_id: Any = None
+
+
+class StatusHead(Struct):
+    id: Any = None
+    status: Any = None
+    recipient_id: Any = None
+    timestamp: Any = None
+    message: Any = None  # newer On-Premise clients: {"recipient_id": ..., "type": "message"}
+    errors: list[AnyObject] = []
+
+
+class ErrorHead(Struct):
+    code: Any = None
+
+
+class Metadata(Struct):
+    phone_number_id: Any = None
+
+
+class Change(Struct):
+    field: Any = None
+    value: Raw = Raw()  # empty when absent
+
+
+class Entry(Struct):
+    id: Any = None
+    time: Any = None
+    changes: list[Change] = []
+
+
+# A JSON object with its members in body order: the walk follows the keys as they appear.
+object_decoder = msgspec.json.Decoder(dict[str, Raw])
+array_decoder = msgspec.json.Decoder(list[Raw])
+objects_decoder = msgspec.json.Decoder(list[AnyObject])
+entries_decoder = msgspec.json.Decoder(list[Entry])
+message_decoder = msgspec.json.Decoder(MessageHead)
+status_decoder = msgspec.json.Decoder(StatusHead)
+error_decoder = msgspec.json.Decoder(ErrorHead)
+any_decoder = msgspec.json.Decoder()

@@ -1,0 +1,108 @@
+"""One arriving body as the rows COPY writes: a request row and its event rows.
+
+The column tuples live beside the row builders so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+
+import msgspec
+
+from app.normalise import Event, normalise
+
+REQUEST_COLUMNS = ("id", "received_at", "channel", "outcome", "sha256", "events", "body")
+EVENT_COLUMNS = (
+    "dedup_key", "request_id", "seq", "received_at", "channel", "kind", "type", "message_id",
+    "wa_id", "phone_number_id", "waba_id", "event_ts", "payload",
+)  # fmt: skip
+
+RequestRow = tuple[uuid.UUID, datetime, str, str, bytes, int, bytes]
+EventRow = tuple[
+    bytes, uuid.UUID, int, datetime, str, str, str | None, str | None, str | None,
+    str | None, str | None, datetime | None, str,
+]  # fmt: skip
+
+
+class IncomingRequest(msgspec.Struct):
+    """An acknowledged-to-be body with everything needed to store it, or to spool and replay it."""
+
+    id: uuid.UUID
+    received_at: datetime
+    channel: str
+    body: bytes
+    outcome: str
+    sha256: bytes
+    events: list[Event]
+
+    @property
+    def rows(self) -> int:
+        """Rows this request adds to a batch: its own and one per event."""
+        return 1 + len(self.events)
+
+    def request_row(self) -> RequestRow:
+        return (self.id, self.received_at, self.channel, self.outcome, self.sha256,
+                len(self.events), self.body)  # fmt: skip
+
+    def event_rows(self) -> list[EventRow]:
+        return [
+            (dedup_key(event, self.channel, self.sha256), self.id, event.seq, self.received_at,
+             self.channel, event.kind, event.type, event.message_id, event.wa_id,
+             event.phone_number_id, event.waba_id, event.event_ts, event.payload)
+            for event in self.events
+        ]  # fmt: skip
+
+    def quarantined(self) -> IncomingRequest:
+        """The same body kept raw with no events, for a body PostgreSQL refused to store."""
+        return IncomingRequest(self.id, self.received_at, self.channel, self.body,
+                               "quarantined", self.sha256, [])  # fmt: skip
+
+
+def incoming(
+    body: bytes,
+    channel: str,
+    request_id: uuid.UUID | None = None,
+    received_at: datetime | None = None,
+) -> IncomingRequest:
+    """Normalise a body as it arrives (or, with its original id and time, as it is replayed)."""
+    normalised = normalise(body)
+    return IncomingRequest(
+        id=request_id or uuid7(),
+        received_at=received_at or datetime.now(UTC),
+        channel=channel,
+        body=body,
+        outcome=normalised.outcome,
+        sha256=hashlib.sha256(body).digest(),
+        events=normalised.events,
+    )
+
+
+_KEY_ENCODER = msgspec.json.Encoder()
+
+
+def dedup_key(event: Event, channel: str, body_sha256: bytes) -> bytes:
+    """Spec section 8: (kind, id, status-or-type) within the business number, else the channel.
+
+    Events without an id are only merged with the same event of an exact redelivery: the same
+    bytes on the same channel, at the same position.
+    """
+    if event.message_id is not None and event.kind in ("message", "status"):
+        scope = ("number", event.phone_number_id) if event.phone_number_id else ("channel", channel)
+        material = _KEY_ENCODER.encode((event.kind, event.message_id, event.type, *scope))
+    else:
+        material = _KEY_ENCODER.encode(("body", channel, body_sha256.hex(), event.seq))
+    return hashlib.blake2b(material, digest_size=16).digest()
+
+
+def uuid7() -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 version 7) that needs no round trip to PostgreSQL."""
+    unix_ms = time.time_ns() // 1_000_000
+    random = int.from_bytes(os.urandom(10))
+    value = (unix_ms & 0xFFFF_FFFF_FFFF) << 80
+    value |= 0x7 << 76 | (random >> 62 & 0xFFF) << 64  # version, rand_a
+    value |= 0b10 << 62 | random & (1 << 62) - 1  # variant, rand_b
+    return uuid.UUID(int=value)

@@ -1,0 +1,153 @@
+"""PostgreSQL: the pool, migrations, the batch write, and the queries the CLI runs.
+
+Driver errors are translated here, at one seam: connection trouble becomes
+`StorageUnavailable` (retry or spool), data PostgreSQL refuses becomes `StorageRejected`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from asyncpg import Connection, Pool
+
+from app.errors import StorageUnavailable, WabahookError
+from app.records import EVENT_COLUMNS, REQUEST_COLUMNS, IncomingRequest
+from app.sql import migrations, queries
+
+logger = logging.getLogger(__name__)
+
+
+class StorageRejected(WabahookError):
+    """PostgreSQL refused the data of a batch."""
+
+
+@contextmanager
+def wrap_exceptions() -> Iterator[None]:
+    try:
+        yield
+    except (
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        asyncpg.CannotConnectNowError,
+        asyncpg.AdminShutdownError,
+        asyncpg.TooManyConnectionsError,
+        OSError,
+        TimeoutError,
+    ) as exc:
+        raise StorageUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    except asyncpg.PostgresError as exc:
+        raise StorageRejected(f"{type(exc).__name__}: {exc}") from exc
+
+
+async def _prepare_connection(connection: Connection) -> None:
+    await connection.execute(queries["create_staging_tables"])
+
+
+async def create_pool(dsn: str, min_size: int, max_size: int) -> Pool:
+    with wrap_exceptions():
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            init=_prepare_connection,
+            # A flush must fail fast when PostgreSQL is gone, not hang the batch.
+            timeout=5.0,
+            command_timeout=None,
+            server_settings={"application_name": "wabahook"},
+        )
+    assert pool is not None
+    return pool
+
+
+async def migrate(connection: Connection) -> list[str]:
+    """Apply the migrations not applied yet, each in its own transaction. Idempotent."""
+    applied: list[str] = []
+    with wrap_exceptions():
+        await connection.execute(queries["create_migrations_table"])
+        for name, sql in migrations():
+            async with connection.transaction():
+                await connection.execute(queries["lock_migrations"])
+                done = {row["name"] for row in await connection.fetch(
+                    queries["select_applied_migrations"])}  # fmt: skip
+                if name in done:
+                    continue
+                await connection.execute(sql)
+                await connection.execute(queries["insert_applied_migration"], name)
+                applied.append(name)
+                logger.info(
+                    "applied migration %s",
+                    name,
+                    extra={"action": "migration_applied", "migration": name},
+                )
+    return applied
+
+
+async def write_batch(pool: Pool, batch: Sequence[IncomingRequest]) -> None:
+    """COPY into staging, move into the tables skipping duplicates, COMMIT: all or nothing."""
+    started = time.perf_counter()
+    events = [row for request in batch for row in request.event_rows()]
+    with wrap_exceptions():
+        async with pool.acquire() as connection, connection.transaction():
+            await connection.copy_records_to_table(
+                "wabahook_requests_staging",
+                records=[request.request_row() for request in batch],
+                columns=REQUEST_COLUMNS,
+            )
+            if events:
+                await connection.copy_records_to_table(
+                    "wabahook_events_staging", records=events, columns=EVENT_COLUMNS
+                )
+            await connection.execute(queries["insert_staged"])
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(
+            "batch flushed",
+            extra={"action": "batch_flushed", "requests": len(batch), "rows": len(events),
+                   "ms": round((time.perf_counter() - started) * 1000, 2)},
+        )  # fmt: skip
+
+
+async def ping(pool: Pool, timeout: float) -> None:
+    with wrap_exceptions():
+        async with pool.acquire(timeout=timeout) as connection:
+            await connection.fetchval(queries["ping"], timeout=timeout)
+
+
+@asynccontextmanager
+async def connect(dsn: str) -> AsyncIterator[Connection]:
+    """One plain connection, for the CLI."""
+    with wrap_exceptions():
+        connection = await asyncpg.connect(dsn)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+async def select_events(
+    connection: Connection,
+    channel: str | None,
+    kind: str | None,
+    since: datetime | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    rows = await connection.fetch(queries["select_events"], channel, kind, since, limit)
+    return [dict(row) for row in rows]
+
+
+async def select_requests(
+    connection: Connection, outcome: str | None, channel: str | None, limit: int
+) -> list[dict[str, Any]]:
+    rows = await connection.fetch(queries["select_requests"], outcome, channel, limit)
+    return [dict(row) for row in rows]
+
+
+async def select_request_body(connection: Connection, request_id: uuid.UUID) -> bytes | None:
+    body: bytes | None = await connection.fetchval(queries["select_request_body"], request_id)
+    return body

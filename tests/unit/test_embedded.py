@@ -1,0 +1,255 @@
+"""EmbeddedPostgres against real servers: start, reuse, restart and recovery after kill -9."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+import pytest
+
+from app.embedded import EmbeddedPostgres
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+async def _run(dsn: str, *statements: str) -> list[Any]:
+    """Run statements in one connection; return the first column of the last one's rows."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        for statement in statements[:-1]:
+            await connection.execute(statement)
+        return [row[0] for row in await connection.fetch(statements[-1])]
+    finally:
+        await connection.close()
+
+
+def query(dsn: str, *statements: str) -> list[Any]:
+    return asyncio.run(_run(dsn, *statements))
+
+
+def is_alive(pid: int) -> bool:
+    """A running process, not a zombie (whose cmdline is empty)."""
+    try:
+        return bool(Path(f"/proc/{pid}/cmdline").read_bytes())
+    except FileNotFoundError:
+        return False
+
+
+def socket_dir(dsn: str) -> Path:
+    return Path(parse_qs(urlsplit(dsn).query)["host"][0])
+
+
+@pytest.fixture
+def servers() -> Iterator[list[EmbeddedPostgres]]:
+    """Every EmbeddedPostgres a test appends is stopped afterwards, even on failure."""
+    started: list[EmbeddedPostgres] = []
+    yield started
+    for server in reversed(started):
+        server.stop()
+
+
+def test_start_connect_and_running_dsn(tmp_path: Path, servers: list[EmbeddedPostgres]) -> None:
+    assert EmbeddedPostgres.running_dsn(tmp_path) is None
+    server = EmbeddedPostgres(tmp_path)
+    servers.append(server)
+    dsn = server.start()
+
+    assert dsn.startswith("postgresql://postgres@/postgres?host=/")
+    assert EmbeddedPostgres.running_dsn(tmp_path) == dsn
+    settings = query(
+        dsn,
+        "select array[current_user, coalesce(inet_server_addr()::text, 'unix'),"
+        " current_setting('listen_addresses'), current_setting('fsync'),"
+        " current_setting('synchronous_commit'), current_setting('max_connections'),"
+        " current_setting('shared_buffers'), current_setting('server_encoding')]",
+    )[0]
+    assert settings == ["postgres", "unix", "", "on", "on", "200", "128MB", "UTF8"]
+    assert (tmp_path / "postgres.log").read_text().count("ready to accept connections") == 1
+
+    server.stop()
+    assert EmbeddedPostgres.running_dsn(tmp_path) is None
+    server.stop()  # idempotent
+
+
+def test_restart_keeps_data(tmp_path: Path, servers: list[EmbeddedPostgres]) -> None:
+    first = EmbeddedPostgres(tmp_path)
+    servers.append(first)
+    with first as dsn:
+        query(dsn, "create table kept (v text)", "insert into kept values ('before')", "select 1")
+    assert EmbeddedPostgres.running_dsn(tmp_path) is None
+
+    second = EmbeddedPostgres(tmp_path)
+    servers.append(second)
+    assert query(second.start(), "select v from kept") == ["before"]
+
+
+def test_second_instance_reuses_running_server(
+    tmp_path: Path, servers: list[EmbeddedPostgres]
+) -> None:
+    owner = EmbeddedPostgres(tmp_path)
+    servers.append(owner)
+    dsn = owner.start()
+
+    guest = EmbeddedPostgres(tmp_path)
+    servers.append(guest)
+    assert guest.start() == dsn
+    assert not guest.owns_server
+    guest.stop()  # leaves the owner's server running
+    assert query(dsn, "select 1") == [1]
+    assert EmbeddedPostgres.running_dsn(tmp_path) == dsn
+    assert (tmp_path / "postgres.log").read_text().count("ready to accept connections") == 1
+
+
+def kill9_after_child_starts(data_dir: Path, body: str) -> list[str]:
+    """Run body in a child Python that started postgres on data_dir, then SIGKILL its group.
+
+    body has `dsn` and must print one line when ready and then block. Returns that line's
+    words; the child's process group (its postgres included) is killed however this ends.
+    """
+    prelude = "import asyncio, sys\nfrom pathlib import Path\nimport asyncpg\n"
+    prelude += "from app.embedded import EmbeddedPostgres\n"
+    prelude += "dsn = EmbeddedPostgres(Path(sys.argv[1])).start()\n"
+    child = subprocess.Popen(
+        [sys.executable, "-c", prelude + textwrap.dedent(body), str(data_dir)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert child.stdout is not None
+        readable, _, _ = select.select([child.stdout], [], [], 20.0)
+        assert readable, "child did not get ready in time"
+        line = child.stdout.readline().split()
+        assert line, child.communicate()[1]
+        postmaster = int((data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+    # The postmaster died with the group (a zombie at most) and left its pid file behind.
+    assert not is_alive(postmaster)
+    assert (data_dir / "pgdata" / "postmaster.pid").exists()
+    return line
+
+
+def test_recovers_after_kill9_of_process_group(
+    tmp_path: Path, servers: list[EmbeddedPostgres]
+) -> None:
+    child_dsn, *_ = kill9_after_child_starts(
+        tmp_path,
+        """
+        async def write():
+            connection = await asyncpg.connect(dsn)
+            await connection.execute("create table survived (v text)")
+            await connection.execute("insert into survived values ('committed')")
+            await connection.close()
+
+        asyncio.run(write())
+        print(dsn, flush=True)
+        sys.stdin.readline()  # hold the server until killed
+        """,
+    )
+
+    server = EmbeddedPostgres(tmp_path)
+    servers.append(server)
+    dsn = server.start()
+    assert server.owns_server
+    assert dsn == child_dsn
+    assert query(dsn, "select v from survived") == ["committed"]
+    assert "not properly shut down" in (tmp_path / "postgres.log").read_text()
+
+
+def test_kill9_leaving_a_busy_backend_behind(
+    tmp_path: Path, servers: list[EmbeddedPostgres]
+) -> None:
+    # Backends setsid(), so the group kill misses them; one spinning in PL/pgSQL never checks
+    # for postmaster death and must be killed by start().
+    _, spinning = kill9_after_child_starts(
+        tmp_path,
+        """
+        async def spin():
+            worker = await asyncpg.connect(dsn)
+            listener = await asyncpg.connect(dsn)
+            started = asyncio.Event()
+            await listener.add_listener("spinning", lambda *_: started.set())
+            looping = asyncio.ensure_future(worker.execute(
+                "DO $$ BEGIN PERFORM pg_notify('spinning', ''); COMMIT; LOOP END LOOP; END $$"
+            ))
+            await started.wait()
+            print(dsn, worker.get_server_pid(), flush=True)
+            await looping
+
+        asyncio.run(spin())
+        """,
+    )
+    backend = int(spinning)
+    try:
+        assert is_alive(backend)
+        server = EmbeddedPostgres(tmp_path)
+        servers.append(server)
+        assert query(server.start(timeout=20.0), "select 1") == [1]
+        assert not is_alive(backend)
+    finally:
+        if is_alive(backend) and os.readlink(f"/proc/{backend}/cwd") == str(tmp_path / "pgdata"):
+            os.kill(backend, signal.SIGKILL)
+
+
+def test_stale_pid_file_naming_a_live_foreign_process(
+    tmp_path: Path, servers: list[EmbeddedPostgres]
+) -> None:
+    with EmbeddedPostgres(tmp_path):
+        pass
+    pgdata = tmp_path / "pgdata"
+    # pid 1 is alive and not a postgres: PostgreSQL alone would refuse to start.
+    (pgdata / "postmaster.pid").write_text(f"1\n{pgdata}\n0\n5432\n{pgdata}\n\n0 0\nready\n")
+    assert EmbeddedPostgres.running_dsn(tmp_path) is None
+
+    server = EmbeddedPostgres(tmp_path)
+    servers.append(server)
+    assert query(server.start(), "select 1") == [1]
+
+
+def test_long_data_dir_uses_short_socket_dir(
+    tmp_path: Path, servers: list[EmbeddedPostgres]
+) -> None:
+    data_dir = tmp_path / ("d" * 60) / ("e" * 60)
+    server = EmbeddedPostgres(data_dir)
+    servers.append(server)
+    dsn = server.start()
+    sockets = socket_dir(dsn)
+    try:
+        assert sockets.parent == Path("/tmp")
+        assert sockets.name.startswith("wabahook-pg-")
+        assert query(dsn, "select 1") == [1]
+        assert EmbeddedPostgres.running_dsn(data_dir) == dsn
+    finally:
+        server.stop()
+        shutil.rmtree(sockets, ignore_errors=True)
+
+
+def test_failed_start_raises_with_log_tail(tmp_path: Path, servers: list[EmbeddedPostgres]) -> None:
+    with EmbeddedPostgres(tmp_path):
+        pass
+    with (tmp_path / "pgdata" / "postgresql.auto.conf").open("a") as conf:
+        conf.write("this is not a setting\n")
+
+    server = EmbeddedPostgres(tmp_path)
+    servers.append(server)
+    with pytest.raises(RuntimeError, match="syntax error"):
+        server.start(timeout=20.0)
+    assert not server.owns_server
+    assert EmbeddedPostgres.running_dsn(tmp_path) is None
