@@ -11,7 +11,7 @@ import logging
 import re
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,10 +23,12 @@ import msgspec
 from app import storage
 from app.config import Config, describe_fields, env_name
 from app.embedded import EmbeddedPostgres
+from app.errors import WabahookError
 
 logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 # Fields every command that reads the database takes; `serve` takes them all.
 _DATABASE_FIELDS = ("database_url", "data_dir")
@@ -113,7 +115,7 @@ def serve(**options: Any) -> None:
             lifespan="on",
             ssl_certfile=config.ssl_certfile,
             ssl_keyfile=config.ssl_keyfile,
-            timeout_keep_alive=int(config.timeout_keep_alive),
+            timeout_keep_alive=config.timeout_keep_alive,
             limit_concurrency=config.limit_concurrency,
             access_log=False,  # contract 6: no per-request log line
             server_header=False,
@@ -137,12 +139,8 @@ def migrate(**options: Any) -> None:
     """Apply the database migrations that have not been applied yet."""
     config = _build_config(options)
 
-    async def run(dsn: str) -> list[str]:
-        async with storage.connect(dsn) as connection:
-            return await storage.migrate(connection)
-
     with _database(config) as dsn:
-        applied = asyncio.run(run(dsn))
+        applied = _run(_migrate(dsn))
     click.echo(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
 
 
@@ -166,8 +164,8 @@ def events(
         async with storage.connect(dsn) as connection:
             return await storage.select_events(connection, channel, kind, since_time, limit)
 
-    with _database(config) as dsn:
-        rows = asyncio.run(run(dsn))
+    with _database(config, migrate=True) as dsn:
+        rows = _run(run(dsn))
     records = [
         {"event_id": row["id"], "channel": row["channel"], "kind": row["kind"],
          "type": row["type"], "id": row["message_id"], "wa_id": row["wa_id"],
@@ -202,8 +200,8 @@ def requests(
                 return await storage.select_request_body(connection, body_id)
             return await storage.select_requests(connection, outcome, channel, limit)
 
-    with _database(config) as dsn:
-        result = asyncio.run(run(dsn))
+    with _database(config, migrate=True) as dsn:
+        result = _run(run(dsn))
     if body_id is not None:
         if not isinstance(result, bytes):
             raise click.ClickException(f"no request {body_id}")
@@ -217,7 +215,7 @@ def requests(
 
 
 @contextmanager
-def _database(config: Config, announce: bool = False) -> Iterator[str]:
+def _database(config: Config, announce: bool = False, migrate: bool = False) -> Iterator[str]:
     """The configured DSN; else the embedded server, reused if running, started (and stopped
     afterwards) if not."""
     if config.database_url:
@@ -231,6 +229,8 @@ def _database(config: Config, announce: bool = False) -> Iterator[str]:
     data_dir.mkdir(parents=True, exist_ok=True)
     embedded = EmbeddedPostgres(data_dir)
     dsn = embedded.start()
+    if migrate:  # a data directory `serve` never used has no tables to list yet
+        _run(_migrate(dsn))
     if announce:
         logger.info("embedded PostgreSQL running in %s", data_dir,
                     extra={"action": "embedded_started", "dsn": dsn})  # fmt: skip
@@ -238,6 +238,19 @@ def _database(config: Config, announce: bool = False) -> Iterator[str]:
         yield dsn
     finally:
         embedded.stop()
+
+
+def _run(work: Coroutine[Any, Any, T]) -> T:
+    """Run a database command; a storage failure is a clear message, not a traceback."""
+    try:
+        return asyncio.run(work)
+    except WabahookError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+async def _migrate(dsn: str) -> list[str]:
+    async with storage.connect(dsn) as connection:
+        return await storage.migrate(connection)
 
 
 _AGE = re.compile(r"(\d+)\s*([smhd])")
@@ -276,3 +289,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat(timespec="milliseconds")
     return str(value)
+
+
+if __name__ == "__main__":
+    main()

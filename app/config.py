@@ -6,6 +6,7 @@ same text, and every field can be set as `WABAHOOK_<NAME>` (`DATABASE_URL` for t
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -73,8 +74,21 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             "(360dialog gives up after 5000)"
         ),
     ] = 3500.0
+    flush_timeout_ms: Annotated[
+        float, _doc("a flush not committed by then goes to the spool instead, ms")
+    ] = 1000.0
+    spool_max_bytes: Annotated[
+        int,
+        _doc(
+            "local spool for batches PostgreSQL did not take, bytes per worker; past it "
+            "requests get 503; 0 turns the spool off (flushes are retried instead)"
+        ),
+    ] = 1024 * MiB
+    shutdown_timeout_s: Annotated[
+        float, _doc("at shutdown, how long buffered batches get to become durable, s")
+    ] = 10.0
     retry_after_s: Annotated[int, _doc("Retry-After sent with 503, seconds")] = 10
-    timeout_keep_alive: Annotated[float, _doc("idle keep-alive connection timeout, s")] = 30.0
+    timeout_keep_alive: Annotated[int, _doc("idle keep-alive connection timeout, s")] = 30
     limit_concurrency: Annotated[
         int | None, _doc("most concurrent connections before uvicorn answers 503")
     ] = None
@@ -83,24 +97,20 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     ] = "info"
 
     def __post_init__(self) -> None:
-        positive = (
-            "port",
-            "workers",
-            "max_body",
-            "batch_rows",
-            "batch_bytes",
-            "flush_slots",
-            "pool_size",
-            "buffer_rows",
-            "buffer_bytes",
-        )
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive")
+        positive = ("port", "workers", "max_body", "batch_rows", "batch_bytes", "flush_slots",
+                    "pool_size", "buffer_rows", "buffer_bytes", "retry_after_s", "flush_ms",
+                    "ack_deadline_ms", "flush_timeout_ms", "timeout_keep_alive")  # fmt: skip
+        not_negative = ("backpressure_ms", "spool_max_bytes", "shutdown_timeout_s")
+        for name in positive + not_negative:
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0 or (value == 0 and name in positive):
+                raise ValueError(f"{name} must be {'positive' if name in positive else '>= 0'}")
+        if self.port > 65535:
+            raise ValueError("port must be at most 65535")
+        if self.limit_concurrency is not None and self.limit_concurrency <= 0:
+            raise ValueError("limit_concurrency must be positive")
         if self.pool_size < self.flush_slots:
             raise ValueError("pool_size must be at least flush_slots")
-        if self.flush_ms <= 0 or self.ack_deadline_ms <= 0 or self.backpressure_ms < 0:
-            raise ValueError("flush_ms and ack_deadline_ms must be positive")
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Config:

@@ -10,6 +10,11 @@ The buffer is bounded: past `buffer_rows`/`buffer_bytes` new requests wait for r
 past `backpressure_ms` they are refused (`Overloaded`, answered 503). A request that waits
 longer than `ack_deadline_ms` for its batch is refused too (`NotDurable`); its rows stay in
 the batch, so a later commit only makes 360dialog's redelivery a harmless duplicate.
+
+With a spool (`fallback`), a batch PostgreSQL does not take within `flush_timeout_ms`
+is appended to the local spool instead, and later batches go straight there until the
+drainer reports PostgreSQL back. Without one, a lost connection is retried until the
+deadline. Either way a request is answered 200 only once its batch is durable somewhere.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from app.config import Config
-from app.errors import NotDurable, Overloaded, StorageUnavailable
+from app.errors import NotDurable, Overloaded, StorageUnavailable, WabahookError
 from app.records import IncomingRequest
 from app.storage import StorageRejected
 
@@ -53,8 +58,11 @@ class _Batch:
 
 
 class GroupCommit:
-    def __init__(self, config: Config, write: Write) -> None:
+    def __init__(self, config: Config, write: Write, fallback: Write | None = None) -> None:
         self._write = write
+        self._fallback = fallback
+        self._flush_timeout = config.flush_timeout_ms / 1000
+        self.storage_down = False
         self._slots = config.flush_slots
         self._max_flushes = config.pool_size
         self._flush_after = config.flush_ms / 1000
@@ -80,6 +88,12 @@ class GroupCommit:
     @property
     def buffered_rows(self) -> int:
         return self._rows
+
+    def storage_recovered(self) -> None:
+        """PostgreSQL took a write again: batches go to it, not to the spool."""
+        if self.storage_down:
+            logger.warning("PostgreSQL is back", extra={"action": "storage_up"})
+        self.storage_down = False
 
     async def submit(self, request: IncomingRequest) -> None:
         """Return once the request's batch has committed; raise `Overloaded` or `NotDurable`."""
@@ -167,13 +181,15 @@ class GroupCommit:
     async def _flush(self, batch: _Batch) -> None:
         try:
             await self._store(batch)
-        except Exception:
-            logger.exception(
-                "batch not stored", extra={"action": "batch_failed", "requests": len(batch.items)}
-            )
+        except Exception as exc:
+            logger.error(
+                "batch not stored: %s", exc,
+                extra={"action": "batch_failed", "requests": len(batch.items)},
+                exc_info=not isinstance(exc, WabahookError),
+            )  # fmt: skip
             for pending in batch.items:
                 if not pending.future.done():
-                    pending.future.set_exception(NotDurable())
+                    pending.future.set_exception(NotDurable(str(exc) or None))
         else:
             for pending in batch.items:
                 if not pending.future.done():
@@ -185,14 +201,30 @@ class GroupCommit:
                 self._room.set()
 
     async def _store(self, batch: _Batch) -> None:
+        requests = [pending.request for pending in batch.items]
+        if self._fallback is None:
+            await self._store_retrying(requests, batch.items[0].arrived + self._ack_deadline)
+            return
+        if not self.storage_down:
+            try:
+                async with asyncio.timeout(self._flush_timeout):
+                    await self._write_isolating(requests)
+                return
+            except (StorageUnavailable, TimeoutError) as exc:
+                self.storage_down = True
+                logger.warning(
+                    "PostgreSQL did not take a batch, spooling: %s", exc or "timed out",
+                    extra={"action": "storage_down", "requests": len(requests)},
+                )  # fmt: skip
+        await self._fallback(requests)
+
+    async def _store_retrying(self, requests: list[IncomingRequest], give_up_at: float) -> None:
         """Write the batch, retrying lost connections until the oldest request's deadline."""
         loop = asyncio.get_running_loop()
-        requests = [pending.request for pending in batch.items]
-        give_up_at = batch.items[0].arrived + self._ack_deadline
         delay = _RETRY_FIRST_DELAY
         while True:
             try:
-                await self._write(requests)
+                await self._write_isolating(requests)
                 return
             except StorageUnavailable as exc:
                 if loop.time() + delay >= give_up_at:
@@ -203,9 +235,12 @@ class GroupCommit:
                 )  # fmt: skip
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_DELAY)
-            except StorageRejected:
-                await self._store_one_by_one(requests)
-                return
+
+    async def _write_isolating(self, requests: list[IncomingRequest]) -> None:
+        try:
+            await self._write(requests)
+        except StorageRejected:
+            await self._store_one_by_one(requests)
 
     async def _store_one_by_one(self, requests: list[IncomingRequest]) -> None:
         """Find the body PostgreSQL refuses, and keep that one raw, quarantined."""

@@ -1,11 +1,14 @@
 """The resources one worker process runs with, opened and closed as one `async with`.
 
-Start: database (embedded if no DSN), pool, migrations, group commit. Stop, in uvicorn's
-order: intake stops, buffered batches flush, the pool closes.
+Start: database (embedded if no DSN), pool, migrations, spool and its drainer, group
+commit. Stop, in uvicorn's order: intake stops, buffered batches become durable, the
+drainer stops, the pool closes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,10 +22,11 @@ from app.config import Config
 from app.embedded import EmbeddedPostgres
 from app.group_commit import GroupCommit
 from app.records import IncomingRequest
+from app.replay import SpoolDrainer, spooled
+from app.spool import Spool, worker_spools
 
 logger = logging.getLogger(__name__)
 
-SHUTDOWN_FLUSH_TIMEOUT = 10.0  # seconds buffered batches get to commit at shutdown
 READY_PING_TIMEOUT = 1.0  # seconds
 
 
@@ -31,11 +35,14 @@ class Service:
     config: Config
     pool: Pool
     group_commit: GroupCommit
+    spool: Spool | None
 
     async def ready(self) -> tuple[bool, str]:
         """Whether this worker should get traffic, and why not."""
         if self.group_commit.full:
             return False, "buffer full"
+        if self.spool is not None and self.spool.size >= self.spool.max_bytes:
+            return False, "spool full"
         try:
             await storage.ping(self.pool, READY_PING_TIMEOUT)
         except Exception as exc:  # any failure means "not ready"; the reason is reported
@@ -60,15 +67,46 @@ async def running(config: Config) -> AsyncIterator[Service]:
     try:
         async with pool.acquire() as connection:
             await storage.migrate(connection)
-
-        async def write(batch: list[IncomingRequest]) -> None:
-            await storage.write_batch(pool, batch)
-
-        group_commit = GroupCommit(config, write)
-        yield Service(config, pool, group_commit)
-        left = await group_commit.close(SHUTDOWN_FLUSH_TIMEOUT)
-        if left:
-            logger.error("%d requests not stored at shutdown", left,
-                         extra={"action": "shutdown_unflushed", "requests": left})  # fmt: skip
+        async with _spooling(config, pool) as (group_commit, spool):
+            yield Service(config, pool, group_commit, spool)
+            left = await group_commit.close(config.shutdown_timeout_s)
+            if left:
+                logger.error("%d requests not stored at shutdown", left,
+                             extra={"action": "shutdown_unflushed", "requests": left})  # fmt: skip
     finally:
         await pool.close()
+
+
+@asynccontextmanager
+async def _spooling(config: Config, pool: Pool) -> AsyncIterator[tuple[GroupCommit, Spool | None]]:
+    """The group commit, with this worker's spool and a drainer when the spool is on."""
+
+    async def write(batch: list[IncomingRequest]) -> None:
+        await storage.write_batch(pool, batch)
+
+    if not config.spool_max_bytes:
+        yield GroupCommit(config, write), None
+        return
+
+    base = Path(config.data_dir) / "spool"
+    mine, orphans = await asyncio.to_thread(worker_spools, base, config.spool_max_bytes)
+
+    async def spool_batch(batch: list[IncomingRequest]) -> None:
+        await asyncio.to_thread(mine.append, spooled(batch))
+        drainer.wake()
+
+    async def probe() -> None:
+        await storage.ping(pool, READY_PING_TIMEOUT)
+
+    group_commit = GroupCommit(config, write, fallback=spool_batch)
+    drainer = SpoolDrainer([*orphans, mine], write, probe, group_commit)
+    task = asyncio.get_running_loop().create_task(drainer.run())
+    try:
+        yield group_commit, mine
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        for spool in orphans:
+            spool.remove()
+        mine.remove()

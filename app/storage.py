@@ -67,15 +67,16 @@ async def create_pool(dsn: str, min_size: int, max_size: int) -> Pool:
 
 
 async def migrate(connection: Connection) -> list[str]:
-    """Apply the migrations not applied yet, each in its own transaction. Idempotent."""
+    """Apply the migrations not applied yet. Idempotent."""
     applied: list[str] = []
+    # One transaction under one lock: workers starting together wait for the first to finish.
     with wrap_exceptions():
-        await connection.execute(queries["create_migrations_table"])
-        for name, sql in migrations():
-            async with connection.transaction():
-                await connection.execute(queries["lock_migrations"])
-                done = {row["name"] for row in await connection.fetch(
-                    queries["select_applied_migrations"])}  # fmt: skip
+        async with connection.transaction():
+            await connection.execute(queries["lock_migrations"])
+            await connection.execute(queries["create_migrations_table"])
+            rows = await connection.fetch(queries["select_applied_migrations"])
+            done = {row["name"] for row in rows}
+            for name, sql in migrations():
                 if name in done:
                     continue
                 await connection.execute(sql)
@@ -137,17 +138,20 @@ async def select_events(
     since: datetime | None,
     limit: int,
 ) -> list[dict[str, Any]]:
-    rows = await connection.fetch(queries["select_events"], channel, kind, since, limit)
+    with wrap_exceptions():
+        rows = await connection.fetch(queries["select_events"], channel, kind, since, limit)
     return [dict(row) for row in rows]
 
 
 async def select_requests(
     connection: Connection, outcome: str | None, channel: str | None, limit: int
 ) -> list[dict[str, Any]]:
-    rows = await connection.fetch(queries["select_requests"], outcome, channel, limit)
+    with wrap_exceptions():
+        rows = await connection.fetch(queries["select_requests"], outcome, channel, limit)
     return [dict(row) for row in rows]
 
 
 async def select_request_body(connection: Connection, request_id: uuid.UUID) -> bytes | None:
-    body: bytes | None = await connection.fetchval(queries["select_request_body"], request_id)
+    with wrap_exceptions():
+        body: bytes | None = await connection.fetchval(queries["select_request_body"], request_id)
     return body

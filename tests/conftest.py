@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -45,8 +47,14 @@ def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if _EXTERNAL_DSN:
         yield _EXTERNAL_DSN
         return
-    with EmbeddedPostgres(tmp_path_factory.mktemp("postgres")) as dsn:
-        yield dsn
+    # Not under pytest's basetemp: a concurrent pytest session resets its permissions, and the
+    # server runs as another user when the tests run as root.
+    data_dir = Path(tempfile.mkdtemp(prefix="wabahook-test-pg-"))
+    try:
+        with EmbeddedPostgres(data_dir) as dsn:
+            yield dsn
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 async def _admin(server_dsn: str, *statements: str) -> None:

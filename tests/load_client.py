@@ -7,6 +7,7 @@ what the load and fault tests need, and records the status of every body it sent
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
 
@@ -14,9 +15,14 @@ from dataclasses import dataclass, field
 class Results:
     statuses: dict[int, int] = field(default_factory=dict)  # body index -> status
     errors: dict[int, str] = field(default_factory=dict)  # body index -> connection error
+    latencies: list[float] = field(default_factory=list)  # seconds, answered requests
 
     def acknowledged(self) -> list[int]:
         return sorted(index for index, status in self.statuses.items() if status == 200)
+
+    def latency_quantile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def _connection(
@@ -34,6 +40,7 @@ async def _connection(
                 f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n"
             )
+            started = time.perf_counter()
             writer.write(head.encode() + body)
             async with asyncio.timeout(timeout):
                 status_line = await reader.readline()
@@ -48,6 +55,7 @@ async def _connection(
                         close = True
                 await reader.readexactly(length)
             results.statuses[index] = int(status_line.split()[1])
+            results.latencies.append(time.perf_counter() - started)
             if close:
                 writer.close()
                 writer = None
@@ -61,13 +69,21 @@ async def _connection(
 
 
 async def post_many(
-    port: int, path: str, bodies: list[bytes], connections: int, timeout: float = 30.0
+    port: int,
+    path: str,
+    bodies: list[bytes],
+    connections: int,
+    timeout: float = 30.0,
+    results: Results | None = None,
 ) -> Results:
-    """POST every body once, over `connections` concurrent keep-alive connections."""
+    """POST every body once, over `connections` concurrent keep-alive connections.
+
+    Pass `results` to watch the answers arrive while the load runs.
+    """
     jobs: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
     for item in enumerate(bodies):
         jobs.put_nowait(item)
-    results = Results()
+    results = Results() if results is None else results
     await asyncio.gather(
         *(_connection(port, path, jobs, results, timeout) for _ in range(connections))
     )

@@ -6,7 +6,7 @@ CREATE TABLE IF NOT EXISTS wabahook_migrations (
 )
 
 -- lock_migrations --
--- Serialise concurrent `migrate` runs (several workers starting at once).
+-- Serialise concurrent `migrate` runs (several workers starting at once); held to COMMIT.
 SELECT pg_advisory_xact_lock(7346092175)
 
 -- select_applied_migrations --

@@ -1,0 +1,335 @@
+"""The `wabahook` command line, run as a real process against a real server and PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from app.cli import main
+from app.config import Config, env_name, field_names
+from app.embedded import EmbeddedPostgres
+from tests.conftest import fresh_database, running_server
+from tests.corpus import CASES, CLOUD_STATUS, CLOUD_TEXT, ONPREM_TEXT, Case
+
+# `app.cli` has no `__main__` guard, so `python -m app.cli` would do nothing: run the
+# console script installed next to this interpreter.
+_SCRIPT = shutil.which("wabahook", path=str(Path(sys.executable).parent))
+CLI = [_SCRIPT] if _SCRIPT else [sys.executable, "-c", "from app.cli import main; main()"]
+
+EVENT_KEYS = ("channel", "kind", "type", "id", "wa_id", "phone_number_id")
+EVENT_COLUMNS = "received_at  channel  kind  type  id  wa_id  phone_number_id"
+# Not UTF-8, with a NUL byte: quarantined, and the bytes must come back exactly.
+RAW_BODY = b'\xff\xfe{"object":\x00"whatsapp_business_account"}\x80\r\n'
+
+
+def _case(name: str) -> Case:
+    return next(case for case in CASES if case.name == name)
+
+
+UNKNOWN = next(case for case in CASES if case.outcome == "unknown")
+# (channel, body, case describing the body) in the order they are posted.
+POSTED: list[tuple[str, bytes, Case | None]] = [
+    ("acme-de", CLOUD_TEXT, _case("cloud-text")),
+    ("acme-op", ONPREM_TEXT, _case("onprem-text")),
+    ("acme-de", CLOUD_STATUS, _case("cloud-status-read")),
+    ("acme-de", RAW_BODY, None),
+    ("acme-op", UNKNOWN.body, UNKNOWN),
+]
+
+
+def _expected_events(channel: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
+    return [
+        {"channel": ch, "kind": e.kind, "type": e.type, "id": e.message_id, "wa_id": e.wa_id,
+         "phone_number_id": e.phone_number_id}
+        for ch, _, case in POSTED if case is not None
+        for e in case.events
+        if channel in (None, ch) and kind in (None, e.kind)
+    ]  # fmt: skip
+
+
+def _environment() -> dict[str, str]:
+    """This process's environment without any database or wabahook setting."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name != "DATABASE_URL" and not name.startswith("WABAHOOK_")
+    }
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, env=_environment(), timeout=120, check=False
+    )
+
+
+def ok(*args: str) -> bytes:
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    return result.stdout
+
+
+def jsonl(*args: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in ok(*args, "--format", "jsonl").splitlines()]
+
+
+@dataclass(frozen=True)
+class Stored:
+    database_url: str
+    before: datetime
+    after: datetime
+
+    def events(self, *args: str) -> list[dict[str, Any]]:
+        return jsonl("events", "--database-url", self.database_url, *args)
+
+    def requests(self, *args: str) -> list[dict[str, Any]]:
+        return jsonl("requests", "--database-url", self.database_url, *args)
+
+
+@pytest.fixture(scope="module")
+def stored(
+    server_dsn: str, template_database: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stored]:
+    """A server that was sent POSTED, one body after another; its database for the CLI."""
+    with fresh_database(server_dsn, template_database) as url:
+        config = Config(database_url=url, data_dir=str(tmp_path_factory.mktemp("cli")))
+        with running_server(config) as base_url:
+            before = datetime.now(UTC)
+            with httpx.Client(base_url=base_url, timeout=60) as client:
+                for channel, body, _ in POSTED:
+                    response = client.post(f"/webhook/{channel}", content=body)
+                    assert (response.status_code, response.text) == (200, "ok\n")
+            after = datetime.now(UTC)
+            yield Stored(url, before, after)
+
+
+# --- help ---------------------------------------------------------------------------------
+
+
+def test_help_lists_the_commands() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+
+    assert result.exit_code == 0, result.output
+    for command in ("serve", "migrate", "events", "requests"):
+        assert f"  {command}  " in result.output
+
+
+def test_serve_help_shows_every_variable() -> None:
+    result = CliRunner().invoke(main, ["serve", "--help"])
+
+    assert result.exit_code == 0, result.output
+    for field in field_names():
+        assert "--" + field.replace("_", "-") in result.output
+        assert env_name(field) in result.output, f"{env_name(field)} missing from serve --help"
+
+
+@pytest.mark.parametrize("command", ["migrate", "events", "requests"])
+def test_database_commands_show_their_variables(command: str) -> None:
+    result = CliRunner().invoke(main, [command, "--help"])
+
+    assert result.exit_code == 0, result.output
+    assert "DATABASE_URL" in result.output
+    assert "WABAHOOK_DATA_DIR" in result.output
+
+
+# --- events -------------------------------------------------------------------------------
+
+
+def test_events_jsonl_lists_every_event(stored: Stored) -> None:
+    events = stored.events()
+
+    assert [{key: event[key] for key in EVENT_KEYS} for event in events] == _expected_events()
+    for event in events:
+        received = datetime.fromisoformat(event["received_at"])
+        assert stored.before - timedelta(seconds=1) <= received <= stored.after
+        assert isinstance(event["payload"], dict)
+    stored_ids = {r["id"] for r in stored.requests("--outcome", "stored")}
+    assert {event["request_id"] for event in events} == stored_ids
+
+
+@pytest.mark.parametrize(
+    ("args", "channel", "kind"),
+    [
+        (("--channel", "acme-op"), "acme-op", None),
+        (("--channel", "acme-de"), "acme-de", None),
+        (("--channel", "nobody"), "nobody", None),
+        (("--kind", "status"), None, "status"),
+        (("--kind", "message", "--channel", "acme-de"), "acme-de", "message"),
+    ],
+    ids=["channel-op", "channel-de", "channel-none", "kind", "kind-and-channel"],
+)
+def test_events_filters(
+    stored: Stored, args: tuple[str, ...], channel: str | None, kind: str | None
+) -> None:
+    events = stored.events(*args)
+
+    assert [{key: e[key] for key in EVENT_KEYS} for e in events] == _expected_events(channel, kind)
+
+
+def test_events_since(stored: Stored) -> None:
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    just_before = (stored.before - timedelta(seconds=1)).isoformat()
+
+    assert len(stored.events("--since", "1h")) == len(_expected_events())
+    assert len(stored.events("--since", just_before)) == len(_expected_events())
+    assert stored.events("--since", future) == []
+
+
+def test_events_since_rejects_nonsense(stored: Stored) -> None:
+    result = run_cli("events", "--database-url", stored.database_url, "--since", "yesterday")
+
+    assert result.returncode == 2
+    assert b"not a time or an age" in result.stderr
+
+
+def test_events_limit_keeps_the_oldest(stored: Stored) -> None:
+    events = stored.events("--limit", "2")
+
+    assert [{key: e[key] for key in EVENT_KEYS} for e in events] == _expected_events()[:2]
+
+
+def test_events_table(stored: Stored) -> None:
+    lines = ok("events", "--database-url", stored.database_url).decode().splitlines()
+
+    assert lines[0].split() == EVENT_COLUMNS.split()
+    rows = [line.split() for line in lines[1:]]
+    expected = _expected_events()
+    assert len(rows) == len(expected)
+    for row, event in zip(rows, expected, strict=True):
+        datetime.fromisoformat(row[0])
+        assert row[1:] == [event[key] or "-" for key in EVENT_KEYS]
+
+
+# --- requests -----------------------------------------------------------------------------
+
+
+def test_requests_lists_every_body_with_its_outcome(stored: Stored) -> None:
+    requests = stored.requests()
+
+    listed = [(r["channel"], r["outcome"], r["bytes"], r["sha256"], r["events"]) for r in requests]
+    assert listed == [
+        (channel, case.outcome if case else "quarantined", len(body),
+         hashlib.sha256(body).hexdigest(), len(case.events) if case else 0)
+        for channel, body, case in POSTED
+    ]  # fmt: skip
+    assert len({r["id"] for r in requests}) == len(POSTED)
+
+
+def test_requests_quarantined(stored: Stored) -> None:
+    [request] = stored.requests("--outcome", "quarantined")
+
+    assert request["channel"] == "acme-de"
+    assert request["outcome"] == "quarantined"
+    assert request["bytes"] == len(RAW_BODY)
+    assert request["sha256"] == hashlib.sha256(RAW_BODY).hexdigest()
+    assert request["events"] == 0
+    uuid.UUID(request["id"])
+    assert stored.before - timedelta(seconds=1) <= datetime.fromisoformat(request["received_at"])
+
+
+def test_requests_filters_and_table(stored: Stored) -> None:
+    [unknown] = stored.requests("--outcome", "unknown", "--channel", "acme-op")
+    assert unknown["sha256"] == hashlib.sha256(UNKNOWN.body).hexdigest()
+    assert len(stored.requests("--limit", "1")) == 1
+
+    lines = ok("requests", "--database-url", stored.database_url, "--channel", "acme-op").decode()
+    header, *rows = lines.splitlines()
+    assert header.split() == [
+        "id",
+        "received_at",
+        "channel",
+        "outcome",
+        "bytes",
+        "events",
+        "sha256",
+    ]
+    assert len(rows) == 2
+    assert unknown["id"] in lines
+
+
+def test_requests_body_writes_the_raw_bytes(stored: Stored) -> None:
+    [quarantined] = stored.requests("--outcome", "quarantined")
+
+    body = ok("requests", "--database-url", stored.database_url, "--body", quarantined["id"])
+
+    assert body == RAW_BODY
+
+
+def test_requests_body_gives_back_every_posted_body(stored: Stored) -> None:
+    bodies = [
+        ok("requests", "--database-url", stored.database_url, "--body", request["id"])
+        for request in stored.requests()
+    ]
+
+    assert bodies == [body for _, body, _ in POSTED]
+
+
+def test_requests_body_of_an_unknown_id_fails(stored: Stored) -> None:
+    missing = str(uuid.uuid4())
+
+    result = run_cli("requests", "--database-url", stored.database_url, "--body", missing)
+
+    assert result.returncode != 0
+    assert result.stdout == b""
+    assert f"no request {missing}".encode() in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+def test_requests_body_rejects_a_malformed_id(stored: Stored) -> None:
+    result = run_cli("requests", "--database-url", stored.database_url, "--body", "42")
+
+    assert result.returncode == 2
+    assert b"not a valid UUID" in result.stderr
+
+
+# --- migrate ------------------------------------------------------------------------------
+
+
+def test_migrate_on_a_migrated_database(stored: Stored) -> None:
+    assert ok("migrate", "--database-url", stored.database_url) == b"schema is up to date\n"
+
+
+# --- the embedded default -----------------------------------------------------------------
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A data dir outside pytest's basetemp: as root the server runs as another user, and every
+    pytest session that starts (other checkouts too) makes /tmp/pytest-of-<user> 0700 again."""
+    directory = Path(tempfile.mkdtemp(prefix="wabahook-cli-"))
+    try:
+        yield directory / "data"
+    finally:
+        shutil.rmtree(directory)
+
+
+def test_commands_without_database_url_run_the_embedded_server(data_dir: Path) -> None:
+    assert ok("migrate", "--data-dir", str(data_dir)).startswith(b"applied: 0001_")
+    assert EmbeddedPostgres.running_dsn(data_dir) is None
+    assert ok("events", "--data-dir", str(data_dir)).decode().split() == EVENT_COLUMNS.split()
+    assert EmbeddedPostgres.running_dsn(data_dir) is None
+    assert (data_dir / "pgdata" / "PG_VERSION").is_file()
+
+
+def test_events_on_a_new_data_dir_prints_an_empty_table(data_dir: Path) -> None:
+    result = run_cli("events", "--data-dir", str(data_dir))
+
+    # Not an assertion: a server left running must fail this test, not count as the bug.
+    if EmbeddedPostgres.running_dsn(data_dir) is not None:
+        raise RuntimeError(f"the embedded server for {data_dir} was left running")
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    assert result.stdout.decode().split() == EVENT_COLUMNS.split()
