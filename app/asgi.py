@@ -33,11 +33,8 @@ class Wabahook:
         self.config = config
         self.service: Service | None = None
         self._retry_after = [(b"retry-after", str(config.retry_after_s).encode())]
-        # Middleware of the webhook route, outermost first (auth goes before BodyLimit).
-        webhook: ASGIApp = self._ingest
-        for middleware in reversed([BodyLimit]):
-            webhook = middleware(webhook, config.max_body)
-        self._webhook = webhook
+        # The webhook route's middleware; authentication will wrap this, outside BodyLimit.
+        self._webhook = BodyLimit(self._ingest, config.max_body, config.body_timeout_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

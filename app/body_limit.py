@@ -1,6 +1,10 @@
-"""Read the whole body once, never buffering more than the cap; 413 past it."""
+"""Read the whole body once, never buffering more than the cap: 413 past it, and 408 for a
+client that takes longer than the read timeout to send it (a slow-body attack holds no
+worker for long)."""
 
 from __future__ import annotations
+
+import asyncio
 
 from app.asgi_types import ASGIApp, Message, Receive, Scope, Send, respond
 
@@ -8,9 +12,10 @@ _DRAIN_LIMIT = 8 * 1024 * 1024  # bytes of an oversize body read and dropped bef
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_body: int) -> None:
+    def __init__(self, app: ASGIApp, max_body: int, read_timeout: float) -> None:
         self.app = app
         self.max_body = max_body
+        self.read_timeout = read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -24,18 +29,25 @@ class BodyLimit:
                 break
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # nobody is left to answer, and nothing was acknowledged
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                await self._too_large(receive, send, more_body=message.get("more_body", False))
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.read_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return  # nobody is left to answer, and nothing was acknowledged
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body:
+                        more_body = message.get("more_body", False)
+                        await self._too_large(receive, send, more_body)
+                        return
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            text = f"body not received within {self.read_timeout:g} s\n".encode()
+            await respond(send, 408, text, [(b"connection", b"close")])
+            return
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         await self.app(scope, _replay(body, receive), send)
 

@@ -87,8 +87,18 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     shutdown_timeout_s: Annotated[
         float, _doc("at shutdown, how long buffered batches get to become durable, s")
     ] = 10.0
+    retention_days: Annotated[
+        int,
+        _doc(
+            "days requests and events are kept (whole daily partitions are dropped); "
+            "at least 8, the redelivery window dedup covers"
+        ),
+    ] = 30
     retry_after_s: Annotated[int, _doc("Retry-After sent with 503, seconds")] = 10
     timeout_keep_alive: Annotated[int, _doc("idle keep-alive connection timeout, s")] = 30
+    body_timeout_s: Annotated[
+        float, _doc("longest a client may take to send a whole body before 408, s")
+    ] = 30.0
     limit_concurrency: Annotated[
         int | None, _doc("most concurrent connections before uvicorn answers 503")
     ] = None
@@ -99,12 +109,15 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     def __post_init__(self) -> None:
         positive = ("port", "workers", "max_body", "batch_rows", "batch_bytes", "flush_slots",
                     "pool_size", "buffer_rows", "buffer_bytes", "retry_after_s", "flush_ms",
-                    "ack_deadline_ms", "flush_timeout_ms", "timeout_keep_alive")  # fmt: skip
+                    "ack_deadline_ms", "flush_timeout_ms", "timeout_keep_alive",
+                    "body_timeout_s")  # fmt: skip
         not_negative = ("backpressure_ms", "spool_max_bytes", "shutdown_timeout_s")
         for name in positive + not_negative:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0 or (value == 0 and name in positive):
                 raise ValueError(f"{name} must be {'positive' if name in positive else '>= 0'}")
+        if self.retention_days < 8:
+            raise ValueError("retention_days must be at least 8 (the redelivery window)")
         if self.port > 65535:
             raise ValueError("port must be at most 65535")
         if self.limit_concurrency is not None and self.limit_concurrency <= 0:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from asyncpg import Pool
 
-from app import storage
+from app import retention, storage
 from app.config import Config
 from app.embedded import EmbeddedPostgres
 from app.group_commit import GroupCommit
@@ -67,12 +67,21 @@ async def running(config: Config) -> AsyncIterator[Service]:
     try:
         async with pool.acquire() as connection:
             await storage.migrate(connection)
-        async with _spooling(config, pool) as (group_commit, spool):
-            yield Service(config, pool, group_commit, spool)
-            left = await group_commit.close(config.shutdown_timeout_s)
-            if left:
-                logger.error("%d requests not stored at shutdown", left,
-                             extra={"action": "shutdown_unflushed", "requests": left})  # fmt: skip
+        maintenance = asyncio.get_running_loop().create_task(
+            retention.run_periodically(pool, config.retention_days)
+        )
+        try:
+            async with _spooling(config, pool) as (group_commit, spool):
+                yield Service(config, pool, group_commit, spool)
+                left = await group_commit.close(config.shutdown_timeout_s)
+                if left:
+                    logger.error(
+                        "%d requests not stored at shutdown",
+                        left,
+                        extra={"action": "shutdown_unflushed", "requests": left},
+                    )
+        finally:
+            await _cancelled(maintenance)
     finally:
         await pool.close()
 
@@ -104,9 +113,13 @@ async def _spooling(config: Config, pool: Pool) -> AsyncIterator[tuple[GroupComm
     try:
         yield group_commit, mine
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await _cancelled(task)
         for spool in orphans:
             spool.remove()
         mine.remove()
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

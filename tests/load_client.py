@@ -28,44 +28,65 @@ class Results:
 async def _connection(
     port: int, path: str, jobs: asyncio.Queue[tuple[int, bytes]], results: Results, timeout: float
 ) -> None:
-    reader: asyncio.StreamReader | None = None
-    writer: asyncio.StreamWriter | None = None
-    while not jobs.empty():
-        index, body = jobs.get_nowait()
-        try:
-            if writer is None:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            assert reader is not None
-            head = (
-                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n"
-            )
-            started = time.perf_counter()
-            writer.write(head.encode() + body)
-            async with asyncio.timeout(timeout):
-                status_line = await reader.readline()
-                if not status_line:
-                    raise ConnectionError("connection closed")
-                length, close = 0, False
-                while (line := await reader.readline()) not in (b"\r\n", b""):
-                    name, _, value = line.partition(b":")
-                    if name.lower() == b"content-length":
-                        length = int(value)
-                    elif name.lower() == b"connection" and b"close" in value.lower():
-                        close = True
-                await reader.readexactly(length)
-            results.statuses[index] = int(status_line.split()[1])
-            results.latencies.append(time.perf_counter() - started)
-            if close:
-                writer.close()
-                writer = None
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
-            results.errors[index] = f"{type(exc).__name__}: {exc}"
-            if writer is not None:
-                writer.close()
-            writer = None
-    if writer is not None:
-        writer.close()
+    streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+    try:
+        while not jobs.empty():
+            index, body = jobs.get_nowait()
+            try:
+                if streams is None:
+                    streams = await asyncio.open_connection("127.0.0.1", port)
+                status, close = await _exchange(*streams, path, body, results, timeout)
+                results.statuses[index] = status
+                if close:
+                    streams[1].close()
+                    streams = None
+            except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+                results.errors[index] = f"{type(exc).__name__}: {exc}"
+                if streams is not None:
+                    streams[1].close()
+                streams = None
+    finally:  # also when the load is cancelled
+        if streams is not None:
+            streams[1].close()
+            await asyncio.shield(_closed(streams[1]))
+
+
+async def _closed(writer: asyncio.StreamWriter) -> None:
+    try:
+        await writer.wait_closed()
+    except OSError:
+        pass
+
+
+async def _exchange(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    path: str,
+    body: bytes,
+    results: Results,
+    timeout: float,
+) -> tuple[int, bool]:
+    """One request and its response; returns the status and whether the server closes."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    started = time.perf_counter()
+    writer.write(head.encode() + body)
+    async with asyncio.timeout(timeout):
+        status_line = await reader.readline()
+        if not status_line:
+            raise ConnectionError("connection closed")
+        length, close = 0, False
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+            elif name.lower() == b"connection" and b"close" in value.lower():
+                close = True
+        await reader.readexactly(length)
+    results.latencies.append(time.perf_counter() - started)
+    return int(status_line.split()[1]), close
 
 
 async def post_many(

@@ -31,15 +31,32 @@ CREATE TEMP TABLE IF NOT EXISTS wabahook_events_staging (
 
 -- insert_staged --
 -- Move the staged batch into the real tables; redelivered requests and events add nothing.
+-- An event is new unless its key was stored in the last 8 days (360dialog retries for up to
+-- 7), whichever daily partition holds it; ON CONFLICT catches the same key in the same day.
 INSERT INTO wabahook_requests (id, received_at, channel, outcome, sha256, events, body)
 SELECT id, received_at, channel, outcome, sha256, events, body FROM wabahook_requests_staging
-ON CONFLICT (id) DO NOTHING;
-INSERT INTO wabahook_events (dedup_key, request_id, seq, received_at, channel, kind, type,
-                             message_id, wa_id, phone_number_id, waba_id, event_ts, payload)
-SELECT dedup_key, request_id, seq, received_at, channel, kind, type,
-       message_id, wa_id, phone_number_id, waba_id, event_ts, payload
-FROM wabahook_events_staging
-ON CONFLICT (dedup_key) DO NOTHING
+ON CONFLICT (id, received_at) DO NOTHING;
+INSERT INTO wabahook_events (dedup_key, received_on, request_id, seq, received_at, channel, kind,
+                             type, message_id, wa_id, phone_number_id, waba_id, event_ts, payload)
+SELECT s.dedup_key, (s.received_at AT TIME ZONE 'UTC')::date, s.request_id, s.seq,
+       s.received_at, s.channel, s.kind, s.type, s.message_id, s.wa_id, s.phone_number_id,
+       s.waba_id, s.event_ts, s.payload
+FROM wabahook_events_staging s
+WHERE NOT EXISTS (
+    SELECT 1 FROM wabahook_events e
+    WHERE e.dedup_key = s.dedup_key
+      AND e.received_on >= (now() AT TIME ZONE 'UTC')::date - 8
+)
+ON CONFLICT (dedup_key, received_on) DO NOTHING
+
+-- limit_lock_wait --
+-- Maintenance waits at most this long for a lock, inside its transaction.
+SET LOCAL lock_timeout = '2s'
+
+-- maintain_partitions --
+-- Retention: create the daily partitions from $1 to $2, drop those before $3; one runner at a time.
+SELECT wabahook_create_partitions_v1($1, $2) AS created, wabahook_drop_partitions_v1($3) AS dropped
+WHERE pg_try_advisory_xact_lock(7346092176)
 
 -- select_events --
 -- Stored events, oldest first; $1 channel, $2 kind, $3 received since, $4 limit (all optional but $4).

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.anyio
 _WAITING_FLUSH = """
 SELECT pid FROM pg_stat_activity
 WHERE application_name = 'wabahook' AND datname = current_database()
-  AND wait_event_type = 'Lock'
+  AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO wabahook_requests%'
 """
 
 
@@ -25,6 +25,8 @@ async def test_killed_flush_is_retried_and_answered_only_after_commit(
     server_factory: Callable[..., str], database_url: str, db: asyncpg.Connection
 ) -> None:
     base = server_factory(database_url, ack_deadline_ms=30_000, spool_max_bytes=0)
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        assert (await client.get("/readyz")).status_code == 200  # started
     locker = await asyncpg.connect(database_url)
     blocked: list[int] = []
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Iterator
@@ -205,3 +206,21 @@ async def test_two_thousand_concurrent_requests(server: str, db: asyncpg.Connect
     assert await db.fetchval("SELECT count(DISTINCT message_id) FROM wabahook_events") == len(
         bodies
     )
+
+
+async def test_slow_body_gets_408(
+    server_factory, database_url: str, db: asyncpg.Connection
+) -> None:
+    base = server_factory(database_url, body_timeout_s=0.5)
+    port = int(base.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            b'POST /webhook/c HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"messages"'
+        )
+        async with asyncio.timeout(30):
+            status_line = await reader.readline()
+    finally:
+        writer.close()
+    assert status_line.split()[1] == b"408"
+    assert await db.fetchval("SELECT count(*) FROM wabahook_requests") == 0

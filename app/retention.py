@@ -1,0 +1,59 @@
+"""Retention: daily partitions are created ahead and dropped whole once expired.
+
+Dropping a partition removes a day of requests and events at once, without the row
+deletes and the bloat a DELETE of old rows would leave. Dedup does not depend on it: the
+dedup insert looks back over the redelivery window across partitions, so a retention of at
+least `MIN_RETENTION_DAYS` keeps every redelivery harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, date, datetime, timedelta
+
+from asyncpg import Pool
+
+from app.errors import WabahookError
+from app.sql import queries
+from app.storage import wrap_exceptions
+
+logger = logging.getLogger(__name__)
+
+MIN_RETENTION_DAYS = 8  # the dedup window in queries.sql: 360dialog retries for up to 7 days
+DAYS_AHEAD = 3  # partitions made in advance, so a missed run never sends a day to the default
+INTERVAL = 3600.0  # seconds between runs
+
+
+async def maintain(pool: Pool, retention_days: int, today: date | None = None) -> tuple[int, int]:
+    """Create the coming days' partitions and drop the expired ones: (created, dropped)."""
+    today = today or datetime.now(UTC).date()
+    oldest_kept = today - timedelta(days=retention_days)
+    with wrap_exceptions():
+        async with pool.acquire() as connection, connection.transaction():
+            # Never queue ingestion behind this DDL for long: give up and retry next time.
+            await connection.execute(queries["limit_lock_wait"])
+            row = await connection.fetchrow(
+                queries["maintain_partitions"], today, today + timedelta(days=DAYS_AHEAD),
+                oldest_kept,
+            )  # fmt: skip
+    if row is None:  # another process holds the maintenance lock and does the work
+        return 0, 0
+    created, dropped = int(row["created"]), int(row["dropped"])
+    if created or dropped:
+        logger.info(
+            "partitions maintained",
+            extra={"action": "partitions_maintained", "created": created, "dropped": dropped},
+        )
+    return created, dropped
+
+
+async def run_periodically(pool: Pool, retention_days: int) -> None:
+    """Maintain now and then every `INTERVAL`; a failed run is retried at the next one."""
+    while True:
+        try:
+            await maintain(pool, retention_days)
+        except WabahookError as exc:
+            logger.warning("partition maintenance failed: %s", exc,
+                           extra={"action": "partitions_failed"})  # fmt: skip
+        await asyncio.sleep(INTERVAL)

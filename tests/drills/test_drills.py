@@ -1,0 +1,299 @@
+"""Fault drills: kill -9, PostgreSQL outages, a full spool. Real processes on 127.0.0.1,
+bounded in time and count, every process stopped by PID."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from app.embedded import EmbeddedPostgres
+from tests.conftest import wait_until
+from tests.corpus import cloud_text, onprem_text
+from tests.load_client import Results, post_many
+
+pytestmark = [pytest.mark.anyio, pytest.mark.drill]
+
+WABAHOOK = [sys.executable, "-c", "from app.cli import main; main()"]
+OUTAGE_SECONDS = 10.0  # how long PostgreSQL stays down in the outage drill
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Serve:
+    """`wabahook serve` in a process group of its own."""
+
+    def __init__(self, data_dir: Path, **settings: object) -> None:
+        self.port = _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WABAHOOK_")}
+        env.pop("DATABASE_URL", None)
+        env.update({f"WABAHOOK_{k.upper()}": str(v) for k, v in settings.items()})
+        env.update(WABAHOOK_DATA_DIR=str(data_dir), WABAHOOK_PORT=str(self.port))
+        if "database_url" in settings:
+            env["DATABASE_URL"] = str(settings["database_url"])
+        self.log = (data_dir / f"serve-{self.port}.log").open("wb")
+        self.process = subprocess.Popen(
+            [*WABAHOOK, "serve"], env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def wait_ready(self) -> None:
+        async with httpx.AsyncClient(base_url=self.url, timeout=2) as client:
+
+            async def ready() -> bool:
+                assert self.process.poll() is None, "serve exited"
+                try:
+                    return (await client.get("/readyz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await wait_until(ready, timeout=60, what="wabahook to be ready")
+
+    def kill_group(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log.close()
+
+
+@contextmanager
+def serving(data_dir: Path, **settings: object) -> Iterator[Serve]:
+    serve = Serve(data_dir, **settings)
+    try:
+        yield serve
+    finally:
+        serve.stop()
+
+
+def _bodies(prefix: str, count: int) -> list[bytes]:
+    return [
+        cloud_text(f"wamid.{prefix}-{i}") if i % 2 else onprem_text(f"ABGG-{prefix}-{i}")
+        for i in range(count)
+    ]
+
+
+def _message_id(body: bytes) -> str:
+    doc = json.loads(body)
+    if "entry" in doc:
+        return str(doc["entry"][0]["changes"][0]["value"]["messages"][0]["id"])
+    return str(doc["messages"][0]["id"])
+
+
+async def _stored_ids(dsn: str) -> list[str]:
+    connection = await asyncpg.connect(dsn)
+    try:
+        rows = await connection.fetch("SELECT message_id FROM wabahook_events")
+    finally:
+        await connection.close()
+    return [row["message_id"] for row in rows]
+
+
+def _listed_ids(data_dir: Path, count: int) -> list[str]:
+    """Event ids as `wabahook events` lists them (the operator's view)."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    output = subprocess.run(
+        [*WABAHOOK, "events", "--data-dir", str(data_dir), "--format", "jsonl",
+         "--limit", str(count + 100)],
+        env=env, check=True, capture_output=True, timeout=120,
+    ).stdout  # fmt: skip
+    return [json.loads(line)["id"] for line in output.splitlines()]
+
+
+def _assert_exactly_once(acknowledged: list[bytes], stored: list[str]) -> None:
+    wanted = {_message_id(body) for body in acknowledged}
+    assert len(stored) == len(set(stored)), "an event was stored twice"
+    missing = wanted - set(stored)
+    assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:3]}"
+
+
+async def _load_until(
+    port: int, bodies: list[bytes], acknowledged_at_least: int, connections: int = 16
+) -> tuple[asyncio.Task[Results], Results]:
+    """Start a load; return once `acknowledged_at_least` bodies got their 200."""
+    results = Results()
+    task = asyncio.create_task(
+        post_many(port, "/webhook/drill", bodies, connections, results=results)
+    )
+
+    async def enough() -> bool:
+        assert not task.done() or len(results.acknowledged()) >= acknowledged_at_least
+        return len(results.acknowledged()) >= acknowledged_at_least
+
+    await wait_until(enough, timeout=60, what=f"{acknowledged_at_least} acknowledgements")
+    return task, results
+
+
+async def test_kill_9_of_everything_under_load_loses_nothing(tmp_path: Path) -> None:
+    bodies = _bodies("kill", 30_000)
+    serve = Serve(tmp_path)
+    try:
+        await serve.wait_ready()
+        load, results = await _load_until(serve.port, bodies, acknowledged_at_least=1500)
+        # The server, its workers and the embedded PostgreSQL, all at once.
+        postmaster = (tmp_path / "pgdata" / "postmaster.pid").read_text().split()[0]
+        serve.kill_group()
+        os.kill(int(postmaster), signal.SIGKILL)
+        await load
+    finally:
+        serve.stop()
+    acknowledged = [bodies[i] for i in results.acknowledged()]
+    assert len(acknowledged) >= 1500
+
+    with serving(tmp_path) as again:
+        await again.wait_ready()
+        _assert_exactly_once(acknowledged, _listed_ids(tmp_path, len(bodies)))
+
+
+async def _post(serve: Serve, body: bytes) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=serve.url, timeout=30) as client:
+        return await client.post("/webhook/drill", content=body)
+
+
+@pytest.fixture
+def postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(tmp_path / "db")
+    (tmp_path / "db").mkdir()
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_database_outage_is_spooled_and_drained(
+    tmp_path: Path, postgres: EmbeddedPostgres
+) -> None:
+    dsn = postgres.start()
+    bodies = _bodies("outage", 200_000)
+    with serving(tmp_path, database_url=dsn) as serve:
+        await serve.wait_ready()
+        load, results = await _load_until(serve.port, bodies, acknowledged_at_least=500)
+        postgres.stop()
+        outage_start, acknowledged_before = time.monotonic(), len(results.acknowledged())
+
+        async def outage_over() -> bool:
+            return (time.monotonic() - outage_start >= OUTAGE_SECONDS
+                    and len(results.acknowledged()) >= acknowledged_before + 1000)  # fmt: skip
+
+        await wait_until(outage_over, timeout=OUTAGE_SECONDS + 30, what="the outage")
+        assert any((tmp_path / "spool").rglob("*.spool")), "nothing was spooled"
+        postgres.start()
+        acknowledged_during = len(results.acknowledged())
+
+        async def accepting_after() -> bool:
+            return len(results.acknowledged()) >= acknowledged_during + 1000
+
+        await wait_until(accepting_after, timeout=30, what="acknowledgements after the outage")
+        load.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await load
+        assert results.errors == {}
+        assert set(results.statuses.values()) == {200}
+        assert results.latency_quantile(0.99) < 1.0
+        acknowledged = [bodies[i] for i in results.acknowledged()]
+
+        async def drained() -> bool:
+            return not any((tmp_path / "spool").rglob("*.spool"))
+
+        await wait_until(drained, timeout=120, what="the spool to drain")
+        _assert_exactly_once(acknowledged, await _stored_ids(dsn))
+
+
+async def test_server_killed_while_spooling_drains_on_restart(
+    tmp_path: Path, postgres: EmbeddedPostgres
+) -> None:
+    dsn = postgres.start()
+    bodies = _bodies("spoolkill", 20_000)
+    serve = Serve(tmp_path, database_url=dsn)
+    try:
+        await serve.wait_ready()
+        postgres.stop()
+        load, results = await _load_until(serve.port, bodies, acknowledged_at_least=1000)
+        serve.kill_group()
+        await load
+    finally:
+        serve.stop()
+    acknowledged = [bodies[i] for i in results.acknowledged()]
+    postgres.start()
+    with serving(tmp_path, database_url=dsn) as again:
+        await again.wait_ready()
+
+        async def drained() -> bool:
+            return not any((tmp_path / "spool").rglob("*.spool"))
+
+        await wait_until(drained, timeout=120, what="the orphaned spool to drain")
+    _assert_exactly_once(acknowledged, await _stored_ids(dsn))
+
+
+async def test_full_spool_answers_503_and_recovers(
+    tmp_path: Path, postgres: EmbeddedPostgres
+) -> None:
+    dsn = postgres.start()
+    bodies = _bodies("full", 400)
+    with serving(tmp_path, database_url=dsn, spool_max_bytes=64 * 1024) as serve:
+        await serve.wait_ready()
+        postgres.stop()
+        results = await post_many(serve.port, "/webhook/drill", bodies[:300], connections=1)
+        statuses = [results.statuses[i] for i in range(300)]
+        assert statuses[0] == 200
+        first_refused = statuses.index(503)
+        assert set(statuses[first_refused:]) == {503}, "accepted again while the spool was full"
+        assert (await _post(serve, bodies[299])).headers["retry-after"] == "10"
+        postgres.start()
+        start = time.monotonic()
+
+        async def accepting() -> bool:
+            return (await _post(serve, bodies[300])).status_code == 200
+
+        await wait_until(accepting, timeout=60, what="PostgreSQL to take requests again")
+        assert time.monotonic() - start < 60
+
+        async def drained() -> bool:
+            return not any((tmp_path / "spool").rglob("*.spool"))
+
+        await wait_until(drained, timeout=60, what="the spool to drain")
+        acknowledged = [bodies[i] for i in range(first_refused)] + [bodies[300]]
+        _assert_exactly_once(acknowledged, await _stored_ids(dsn))
+
+
+async def test_sigterm_under_load_answers_everything_in_flight(tmp_path: Path) -> None:
+    bodies = _bodies("term", 30_000)
+    serve = Serve(tmp_path)
+    try:
+        await serve.wait_ready()
+        load, results = await _load_until(serve.port, bodies, acknowledged_at_least=1000)
+        serve.process.send_signal(signal.SIGTERM)
+        assert serve.process.wait(timeout=60) in (0, -signal.SIGTERM)
+        await load
+    finally:
+        serve.stop()
+    # Requests after the listener closed fail to connect; none that was read gets a 5xx.
+    assert set(results.statuses.values()) == {200}
+    acknowledged = [bodies[i] for i in results.acknowledged()]
+    with serving(tmp_path) as again:
+        await again.wait_ready()
+        _assert_exactly_once(acknowledged, _listed_ids(tmp_path, len(bodies)))
