@@ -43,9 +43,12 @@ SELECT s.dedup_key, (s.received_at AT TIME ZONE 'UTC')::date, s.request_id, s.se
        s.waba_id, s.event_ts, s.payload
 FROM wabahook_events_staging s
 WHERE NOT EXISTS (
+    -- OFFSET 0 keeps this a per-row index probe: flattened into an anti join, the planner
+    -- (knowing nothing of the staged rows) would hash whole partitions instead.
     SELECT 1 FROM wabahook_events e
     WHERE e.dedup_key = s.dedup_key
       AND e.received_on >= (now() AT TIME ZONE 'UTC')::date - 8
+    OFFSET 0
 )
 ON CONFLICT (dedup_key, received_on) DO NOTHING
 
