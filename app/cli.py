@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import signal
 import sys
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
@@ -32,7 +33,12 @@ T = TypeVar("T")
 
 # Fields every command that reads the database takes; `serve` takes them all.
 _DATABASE_FIELDS = ("database_url", "data_dir")
-_STANDARD_RECORD_KEYS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# uvicorn attaches `color_message` to its records for its own coloured formatter.
+_STANDARD_RECORD_KEYS = set(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 class _KeyValueFormatter(logging.Formatter):
@@ -122,15 +128,38 @@ def serve(**options: Any) -> None:
             log_config=None,  # logging is configured above, once
         )
         server = uvicorn.Server(uvicorn_config)
-        if config.workers == 1:
-            server.run()
-        else:
-            from uvicorn.supervisors import Multiprocess
+        # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again with
+        # the handler it found installed: make that handler end us through the `finally`
+        # that stops the embedded PostgreSQL, not kill us before it.
+        with _signals_exit_cleanly():
+            if config.workers == 1:
+                server.run()
+            else:
+                from uvicorn.supervisors import Multiprocess
 
-            sock = uvicorn_config.bind_socket()
-            Multiprocess(uvicorn_config, sockets=[sock]).run()
+                sock = uvicorn_config.bind_socket()
+                Multiprocess(uvicorn_config, sockets=[sock]).run()
     if not server.started and config.workers == 1:
         sys.exit(3)
+
+
+class _Stopped(Exception):
+    """A stop signal arrived after uvicorn's graceful shutdown."""
+
+
+@contextmanager
+def _signals_exit_cleanly() -> Iterator[None]:
+    def stop(signum: int, frame: object) -> None:
+        raise _Stopped
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    except _Stopped:
+        pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @main.command()
