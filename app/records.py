@@ -6,7 +6,7 @@ The column tuples live beside the row builders so the two cannot drift apart.
 from __future__ import annotations
 
 import hashlib
-import os
+import random
 import time
 import uuid
 from datetime import UTC, datetime
@@ -82,6 +82,7 @@ def incoming(
 
 
 _KEY_ENCODER = msgspec.json.Encoder()
+_id_bits = random.Random()  # seeded from os.urandom
 
 
 def dedup_key(event: Event, channel: str, body_sha256: bytes) -> bytes:
@@ -99,10 +100,14 @@ def dedup_key(event: Event, channel: str, body_sha256: bytes) -> bytes:
 
 
 def uuid7() -> uuid.UUID:
-    """A time-ordered UUID (RFC 9562 version 7) that needs no round trip to PostgreSQL."""
+    """A time-ordered UUID (RFC 9562 version 7) that needs no round trip to PostgreSQL.
+
+    The random bits come from the process's PRNG (seeded from the OS at start): ids must be
+    unique, not unguessable, and a system call per request would be the costlier part.
+    """
     unix_ms = time.time_ns() // 1_000_000
-    random = int.from_bytes(os.urandom(10))
+    bits = _id_bits.getrandbits(74)
     value = (unix_ms & 0xFFFF_FFFF_FFFF) << 80
-    value |= 0x7 << 76 | (random >> 62 & 0xFFF) << 64  # version, rand_a
-    value |= 0b10 << 62 | random & (1 << 62) - 1  # variant, rand_b
+    value |= 0x7 << 76 | (bits >> 62 & 0xFFF) << 64  # version, rand_a
+    value |= 0b10 << 62 | bits & (1 << 62) - 1  # variant, rand_b
     return uuid.UUID(int=value)
