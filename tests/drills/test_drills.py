@@ -125,6 +125,15 @@ def _listed_ids(data_dir: Path, count: int) -> list[str]:
     return [json.loads(line)["id"] for line in output.splitlines()]
 
 
+async def _spool_drained(data_dir: Path) -> None:
+    """Wait until no spool segment is left: every spooled batch committed in PostgreSQL."""
+
+    async def drained() -> bool:
+        return not any((data_dir / "spool").rglob("*.spool"))
+
+    await wait_until(drained, timeout=120, what="the spool to drain")
+
+
 def _assert_exactly_once(acknowledged: list[bytes], stored: list[str]) -> None:
     wanted = {_message_id(body) for body in acknowledged}
     assert len(stored) == len(set(stored)), "an event was stored twice"
@@ -216,10 +225,7 @@ async def test_database_outage_is_spooled_and_drained(
         assert results.latency_quantile(0.99) < 1.0
         acknowledged = [bodies[i] for i in results.acknowledged()]
 
-        async def drained() -> bool:
-            return not any((tmp_path / "spool").rglob("*.spool"))
-
-        await wait_until(drained, timeout=120, what="the spool to drain")
+        await _spool_drained(tmp_path)
         _assert_exactly_once(acknowledged, await _stored_ids(dsn))
 
 
@@ -242,10 +248,7 @@ async def test_server_killed_while_spooling_drains_on_restart(
     with serving(tmp_path, database_url=dsn) as again:
         await again.wait_ready()
 
-        async def drained() -> bool:
-            return not any((tmp_path / "spool").rglob("*.spool"))
-
-        await wait_until(drained, timeout=120, what="the orphaned spool to drain")
+        await _spool_drained(tmp_path)
     _assert_exactly_once(acknowledged, await _stored_ids(dsn))
 
 
@@ -272,10 +275,7 @@ async def test_full_spool_answers_503_and_recovers(
         await wait_until(accepting, timeout=60, what="PostgreSQL to take requests again")
         assert time.monotonic() - start < 60
 
-        async def drained() -> bool:
-            return not any((tmp_path / "spool").rglob("*.spool"))
-
-        await wait_until(drained, timeout=60, what="the spool to drain")
+        await _spool_drained(tmp_path)
         acknowledged = [bodies[i] for i in range(first_refused)] + [bodies[300]]
         _assert_exactly_once(acknowledged, await _stored_ids(dsn))
 
