@@ -85,10 +85,6 @@ class GroupCommit:
     def full(self) -> bool:
         return self._rows >= self._buffer_rows or self._bytes >= self._buffer_bytes
 
-    @property
-    def buffered_rows(self) -> int:
-        return self._rows
-
     def storage_recovered(self) -> None:
         """PostgreSQL took a write again: batches go to it, not to the spool."""
         if self.storage_down:
