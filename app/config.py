@@ -50,7 +50,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     ] = 10.0
     flush_slots: Annotated[
         int, _doc("flushes running at once when none is late; batches grow while they run")
-    ] = 1
+    ] = 2
     pool_size: Annotated[
         int,
         _doc(
