@@ -1,0 +1,248 @@
+"""python -m bench {budget,compare,scale,soak}: each command starts and stops all it needs.
+
+Every server listens on 127.0.0.1 only, every run is bounded in time, and every process
+started here is stopped by its process group before the command returns.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from bench import budget as budget_mod
+from bench import compare as compare_mod
+from bench import scale as scale_mod
+
+_SETTINGS = ("flush_ms", "batch_rows", "flush_slots", "pool_size", "max_body")
+
+
+def _database_option(command: Any) -> Any:
+    return click.option(
+        "--database-url",
+        envvar="DATABASE_URL",
+        default=None,
+        show_envvar=True,
+        help="PostgreSQL server to create the benchmark databases on (they are dropped "
+        "afterwards); unset: an embedded PostgreSQL for the length of the run",
+    )(command)
+
+
+def _placement_option(command: Any) -> Any:
+    return click.option(
+        "--pg-cpu",
+        type=click.Choice(["client", "server", "any"]),
+        default="client",
+        show_default=True,
+        help="CPU PostgreSQL runs on: the load generator's (the server keeps its core to "
+        "itself, as with a database on its own host), the server's (one core holds the whole "
+        "durable path), or any",
+    )(command)
+
+
+def _wabahook_options(command: Any) -> Any:
+    for name in reversed(_SETTINGS):
+        command = click.option(
+            f"--{name.replace('_', '-')}",
+            name,
+            default=None,
+            help=f"WABAHOOK_{name.upper()} for the server",
+        )(command)
+    return command
+
+
+def _settings(options: dict[str, Any]) -> dict[str, str]:
+    return {name: str(options[name]) for name in _SETTINGS if options.get(name) is not None}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def main() -> None:
+    """Benchmarks of wabahook: the 5 s budget at a target rate, throughput against baselines,
+    cost against body size and settings, and memory over a soak."""
+
+
+def _load_options(rate: float, seconds: int) -> Any:
+    def decorate(command: Any) -> Any:
+        options = [
+            click.option(
+                "--rate",
+                type=float,
+                default=rate,
+                show_default=True,
+                help="requests/s offered (the 360dialog mix)",
+            ),
+            click.option(
+                "--duration",
+                type=click.IntRange(1, 3600),
+                default=seconds,
+                show_default=True,
+                help="seconds of load",
+            ),
+            click.option(
+                "--user-rps",
+                type=float,
+                default=10.0,
+                show_default=True,
+                help="requests/s per locust user (one connection each)",
+            ),
+            click.option(
+                "--large-rps",
+                type=float,
+                default=0.0,
+                show_default=True,
+                help="3 MB bodies/s sent beside the mix",
+            ),
+            click.option("--large-size", type=int, default=3_000_000, show_default=True),
+            click.option("--workers", type=click.IntRange(1, 16), default=1, show_default=True),
+            click.option("--seed", type=int, default=1, show_default=True),
+        ]
+        for option in reversed(options):
+            command = option(command)
+        return _database_option(_placement_option(_wabahook_options(command)))
+
+    return decorate
+
+
+@main.command()
+@_load_options(rate=200.0, seconds=20)
+def budget(**options: Any) -> None:
+    """Does this host hold the traffic inside the 5 s budget? Exit 1 on any miss."""
+    ok = budget_mod.run(command="budget", **_load_kwargs(options), warmup=0.0)
+    sys.exit(0 if ok else 1)
+
+
+@main.command()
+@_load_options(rate=1000.0, seconds=180)
+@click.option(
+    "--warmup",
+    type=float,
+    default=None,
+    help="seconds before the memory baseline is taken [default: a quarter of the run, at most 60]",
+)
+def soak(warmup: float | None, **options: Any) -> None:
+    """Steady load for minutes: RSS after warm-up and at the end, and the latency histogram."""
+    seconds = options["duration"]
+    warm = warmup if warmup is not None else min(60.0, seconds / 4)
+    ok = budget_mod.run(command="soak", **_load_kwargs(options), warmup=warm)
+    sys.exit(0 if ok else 1)
+
+
+def _load_kwargs(options: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "rate": options["rate"],
+        "seconds": options["duration"],
+        "user_rps": options["user_rps"],
+        "large_rps": options["large_rps"],
+        "large_size": options["large_size"],
+        "workers": options["workers"],
+        "settings": _settings(options),
+        "database_url": options["database_url"],
+        "pg_cpu": options["pg_cpu"],
+        "seed": options["seed"],
+    }
+
+
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+@main.command()
+@click.option(
+    "--duration",
+    type=click.FloatRange(1, 600),
+    default=20.0,
+    show_default=True,
+    help="seconds per measured run",
+)
+@click.option(
+    "--connections",
+    default="64,256",
+    show_default=True,
+    help="comma-separated connection counts; ratios and targets use the first",
+)
+@click.option(
+    "--body",
+    default="cloud-text-1024",
+    show_default=True,
+    help="cloud-text-<bytes> (one Cloud text message of that size) or mix "
+    "(single-event Cloud and On-Premise bodies, 3 statuses per inbound)",
+)
+@click.option(
+    "--half/--no-half",
+    default=True,
+    show_default=True,
+    help="also pace wabahook at half its maximum throughput",
+)
+@_wabahook_options
+@_placement_option
+@_database_option
+def compare(
+    duration: float,
+    connections: str,
+    body: str,
+    half: bool,
+    database_url: str | None,
+    pg_cpu: str,
+    **options: Any,
+) -> None:
+    """Requests/s, latency and RSS of bare ASGI, wabahook and a typical receiver, same run."""
+    ok = compare_mod.run(
+        seconds=duration,
+        connections=_ints(connections),
+        body=body,
+        database_url=database_url,
+        pg_cpu=pg_cpu,
+        half=half,
+        settings=_settings(options),
+    )
+    sys.exit(0 if ok else 1)
+
+
+@main.command()
+@click.option(
+    "--duration",
+    type=click.FloatRange(1, 600),
+    default=8.0,
+    show_default=True,
+    help="seconds per measured run",
+)
+@click.option(
+    "--only",
+    type=click.Choice(["size", "flush", "batch", "workers", "copy"]),
+    multiple=True,
+    help="run only these dimensions (repeatable) [default: all]",
+)
+@click.option("--sizes", default="1024,65536,1048576,3000000", show_default=True)
+@click.option("--flush-ms-values", default="1,2,5,10,20", show_default=True)
+@click.option("--batch-rows-values", default="16,64,256,4000", show_default=True)
+@click.option("--connections", type=int, default=64, show_default=True)
+@_placement_option
+@_database_option
+def scale(
+    duration: float,
+    only: tuple[str, ...],
+    sizes: str,
+    flush_ms_values: str,
+    batch_rows_values: str,
+    connections: int,
+    pg_cpu: str,
+    database_url: str | None,
+) -> None:
+    """How cost grows: body size, WABAHOOK_FLUSH_MS, WABAHOOK_BATCH_ROWS, 1 vs 2 workers,
+    and PostgreSQL's own ingest rate (copy)."""
+    ok = scale_mod.run(
+        seconds=duration,
+        dimensions=only or ("size", "flush", "batch", "workers", "copy"),
+        sizes=_ints(sizes),
+        flush_ms=[float(v) for v in flush_ms_values.split(",")],
+        batch_rows=_ints(batch_rows_values),
+        connections=connections,
+        pg_cpu=pg_cpu,
+        database_url=database_url,
+    )
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

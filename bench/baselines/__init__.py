@@ -1,0 +1,1 @@
+"""The servers `compare` measures wabahook against."""
