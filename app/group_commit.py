@@ -204,7 +204,7 @@ class GroupCommit:
         if not self.storage_down:
             try:
                 async with asyncio.timeout(self._flush_timeout):
-                    await self._write_isolating(requests)
+                    await self.write_isolating(requests)
                 return
             except (StorageUnavailable, TimeoutError) as exc:
                 self.storage_down = True
@@ -220,7 +220,7 @@ class GroupCommit:
         delay = _RETRY_FIRST_DELAY
         while True:
             try:
-                await self._write_isolating(requests)
+                await self.write_isolating(requests)
                 return
             except StorageUnavailable as exc:
                 if loop.time() + delay >= give_up_at:
@@ -232,7 +232,8 @@ class GroupCommit:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_DELAY)
 
-    async def _write_isolating(self, requests: list[IncomingRequest]) -> None:
+    async def write_isolating(self, requests: list[IncomingRequest]) -> None:
+        """Write to PostgreSQL; a body it refuses is kept raw as quarantined, not lost."""
         try:
             await self._write(requests)
         except StorageRejected:

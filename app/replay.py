@@ -60,9 +60,18 @@ class SpoolDrainer:
                 await self._drain()
                 if self._group_commit.storage_down:
                     await self._probe()
-            except StorageUnavailable as exc:
-                logger.info("spool drain waits for PostgreSQL: %s", exc,
-                            extra={"action": "spool_drain_waiting", "delay_s": delay})  # fmt: skip
+            except Exception as exc:  # the drain must outlive any failure, and retry it
+                if isinstance(exc, StorageUnavailable):
+                    logger.info(
+                        "spool drain waits for PostgreSQL: %s",
+                        exc,
+                        extra={"action": "spool_drain_waiting", "delay_s": delay},
+                    )
+                else:
+                    logger.exception(
+                        "spool drain failed, retrying",
+                        extra={"action": "spool_drain_failed", "delay_s": delay},
+                    )
                 self._wake.set()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_DELAY)

@@ -148,13 +148,14 @@ json_values = st.recursive(
     ),
     max_leaves=30,
 )
+# Corpus bodies up to 8 KiB: hypothesis prints every example, and the corpus's large bodies
+# (tested end to end in test_ingest) would make that a warning, an error here.
+corpus_bodies = st.sampled_from([case.body for case in CASES if len(case.body) <= 8192])
 bodies = (
     st.binary(max_size=2048)
     | json_values.map(lambda value: json.dumps(value).encode())
-    | st.sampled_from([case.body for case in CASES])
-    | st.sampled_from([case.body for case in CASES]).flatmap(
-        lambda body: st.integers(0, len(body)).map(lambda cut: body[:cut])
-    )
+    | corpus_bodies
+    | corpus_bodies.flatmap(lambda body: st.integers(0, len(body)).map(lambda cut: body[:cut]))
 )
 header_names = st.sampled_from(
     [b"content-type", b"content-length", b"authorization", b"x-hub-signature-256", b"x-junk"]
