@@ -22,6 +22,7 @@ from app.service import Service, running
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHANNEL = "default"
+_WEBHOOK = "/webhook"
 # A free label for the receiving number: it is stored with every row, so keep it tame.
 _CHANNEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,63}")
 
@@ -44,8 +45,8 @@ class Wabahook:
             return  # websockets are not served; uvicorn closes the connection
         path: str = scope["path"]
         method: str = scope["method"]
-        if path == "/webhook" or path.startswith("/webhook/"):
-            channel = path[9:] or DEFAULT_CHANNEL
+        if path == _WEBHOOK or path.startswith(_WEBHOOK + "/"):
+            channel = path[len(_WEBHOOK) + 1 :] or DEFAULT_CHANNEL
             if not _CHANNEL.fullmatch(channel):
                 await respond(send, 404, b"not found\n")
             elif method != "POST":
