@@ -68,7 +68,8 @@ SELECT id, channel, kind, type, message_id, wa_id, phone_number_id, waba_id, eve
 FROM wabahook_events
 WHERE ($1::text IS NULL OR channel = $1)
   AND ($2::text IS NULL OR kind = $2)
-  AND ($3::timestamptz IS NULL OR received_at >= $3)
+  AND ($3::timestamptz IS NULL OR (received_at >= $3
+                                  AND received_on >= ($3 AT TIME ZONE 'UTC')::date))
 ORDER BY id
 LIMIT $4
 
@@ -78,7 +79,7 @@ SELECT id, channel, outcome, octet_length(body) AS bytes, sha256, events, receiv
 FROM wabahook_requests
 WHERE ($1::text IS NULL OR outcome = $1)
   AND ($2::text IS NULL OR channel = $2)
-ORDER BY received_at, id
+ORDER BY id  -- UUIDv7: arrival order
 LIMIT $3
 
 -- select_request_body --

@@ -1,7 +1,8 @@
 -- Requests and events, partitioned by UTC day so retention drops whole partitions.
 
 CREATE TABLE wabahook_requests (
-    id uuid NOT NULL,                     -- UUIDv7 made at arrival: time-ordered, stable in the spool
+    id uuid NOT NULL,                     -- UUIDv7 made at arrival: time-ordered (lists sort by
+                                          -- it, so no index on received_at), stable in the spool
     received_at timestamptz NOT NULL,     -- the partition key; kept when a spooled batch replays
     channel text NOT NULL,
     outcome text NOT NULL CHECK (outcome IN ('stored', 'unknown', 'quarantined')),
@@ -10,8 +11,6 @@ CREATE TABLE wabahook_requests (
     body bytea NOT NULL,                  -- the bytes exactly as received
     PRIMARY KEY (id, received_at)
 ) PARTITION BY RANGE (received_at);
-
-CREATE INDEX wabahook_requests_received_at_v1 ON wabahook_requests (received_at);
 
 -- Rows outside every daily partition (a spool replayed long after) land here.
 CREATE TABLE wabahook_requests_default PARTITION OF wabahook_requests DEFAULT;
@@ -43,7 +42,6 @@ ALTER SEQUENCE wabahook_events_id_seq OWNED BY wabahook_events.id;
 -- duplicates within a day (concurrent flushes included); the dedup insert looks across the
 -- days of the redelivery window itself (queries.sql, insert_staged).
 CREATE UNIQUE INDEX wabahook_events_dedup_key_v1 ON wabahook_events (dedup_key, received_on);
-CREATE INDEX wabahook_events_received_at_v1 ON wabahook_events (received_at);
 
 CREATE TABLE wabahook_events_default PARTITION OF wabahook_events DEFAULT;
 
