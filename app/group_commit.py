@@ -105,11 +105,12 @@ class GroupCommit:
         if self.full:
             self._room.clear()
         self._schedule()
+        # A plain timer on the future: cheaper per request than an asyncio.timeout scope.
+        expiry = loop.call_at(pending.arrived + self._ack_deadline, _expire, pending.future)
         try:
-            async with asyncio.timeout(self._ack_deadline):
-                await pending.future
-        except TimeoutError:
-            raise NotDurable from None
+            await pending.future
+        finally:
+            expiry.cancel()
 
     async def close(self, timeout: float) -> int:
         """Stop intake and flush everything buffered; return how many requests were left over."""
@@ -250,3 +251,9 @@ class GroupCommit:
                     extra={"action": "body_quarantined", "request_id": str(request.id)},
                 )  # fmt: skip
                 await self._write([request.quarantined()])
+
+
+def _expire(future: asyncio.Future[None]) -> None:
+    """The ack deadline passed: the request is answered 503; its rows stay in their batch."""
+    if not future.done():
+        future.set_exception(NotDurable())

@@ -38,6 +38,8 @@ def wrap_exceptions() -> Iterator[None]:
         asyncpg.CannotConnectNowError,
         asyncpg.AdminShutdownError,
         asyncpg.TooManyConnectionsError,
+        # A connection left mid-operation by a cancelled flush; the pool replaces it.
+        asyncpg.InternalClientError,
         OSError,
         TimeoutError,
     ) as exc:
@@ -50,19 +52,15 @@ async def _prepare_connection(connection: Connection) -> None:
     await connection.execute(queries["create_staging_tables"])
 
 
-async def _keep_session(connection: Connection) -> None:
-    """Pool reset: our sessions change no state, and the default reset would cost one more
-    query on every release, that is on every flush."""
-
-
 async def create_pool(dsn: str, min_size: int, max_size: int) -> Pool:
     with wrap_exceptions():
+        # asyncpg's default reset on release stays: it is what finds a connection a
+        # cancelled flush left mid-operation, and terminates it instead of handing it out.
         pool = await asyncpg.create_pool(
             dsn,
             min_size=min_size,
             max_size=max_size,
             init=_prepare_connection,
-            reset=_keep_session,
             # A flush must fail fast when PostgreSQL is gone, not hang the batch.
             timeout=5.0,
             command_timeout=None,
