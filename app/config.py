@@ -18,6 +18,8 @@ ENV_PREFIX = "WABAHOOK_"
 EXPORT_VARIABLE = "WABAHOOK_CONFIG_JSON"
 
 MiB = 1024 * 1024
+# The dedup window of queries.sql (`insert_staged`): 360dialog retries for up to 7 days.
+MIN_RETENTION_DAYS = 8
 
 
 def _doc(text: str) -> Any:
@@ -116,8 +118,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0 or (value == 0 and name in positive):
                 raise ValueError(f"{name} must be {'positive' if name in positive else '>= 0'}")
-        if self.retention_days < 8:
-            raise ValueError("retention_days must be at least 8 (the redelivery window)")
+        if self.retention_days < MIN_RETENTION_DAYS:
+            raise ValueError(
+                f"retention_days must be at least {MIN_RETENTION_DAYS} (the redelivery window)"
+            )
         if self.port > 65535:
             raise ValueError("port must be at most 65535")
         if self.limit_concurrency is not None and self.limit_concurrency <= 0:

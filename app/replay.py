@@ -22,7 +22,6 @@ logger = logging.getLogger(__name__)
 _FIRST_DELAY = 0.1  # seconds between attempts while PostgreSQL is away; doubles per failure
 _MAX_DELAY = 2.0  # seconds
 
-Write = Callable[[list[IncomingRequest]], Awaitable[None]]
 Probe = Callable[[], Awaitable[None]]
 
 
@@ -37,11 +36,8 @@ def restored(batch: SpoolBatch) -> list[IncomingRequest]:
 class SpoolDrainer:
     """One task per worker: replays its own spool and any orphaned by a dead process."""
 
-    def __init__(
-        self, spools: list[Spool], write: Write, probe: Probe, group_commit: GroupCommit
-    ) -> None:
+    def __init__(self, spools: list[Spool], probe: Probe, group_commit: GroupCommit) -> None:
         self._spools = spools
-        self._write = write
         self._probe = probe
         self._group_commit = group_commit
         self._wake = asyncio.Event()
@@ -88,7 +84,8 @@ class SpoolDrainer:
                 batches = spool.pending()
                 while batch := await asyncio.to_thread(next, batches, None):
                     replayed = True
-                    await self._write(restored(batch))
+                    # The flush path's write: a body PostgreSQL refuses is kept quarantined.
+                    await self._group_commit.write_isolating(restored(batch))
                     await asyncio.to_thread(spool.release, batch)
                     self._group_commit.storage_recovered()
                     logger.info("spooled batch replayed",

@@ -3,7 +3,7 @@
 Dropping a partition removes a day of requests and events at once, without the row
 deletes and the bloat a DELETE of old rows would leave. Dedup does not depend on it: the
 dedup insert looks back over the redelivery window across partitions, so a retention of at
-least `MIN_RETENTION_DAYS` keeps every redelivery harmless.
+least `config.MIN_RETENTION_DAYS` keeps every redelivery harmless.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from app.storage import wrap_exceptions
 
 logger = logging.getLogger(__name__)
 
-MIN_RETENTION_DAYS = 8  # the dedup window in queries.sql: 360dialog retries for up to 7 days
 DAYS_AHEAD = 3  # partitions made in advance, so a missed run never sends a day to the default
 INTERVAL = 3600.0  # seconds between runs
 

@@ -108,7 +108,7 @@ async def _spooling(config: Config, pool: Pool) -> AsyncIterator[tuple[GroupComm
         await storage.ping(pool, READY_PING_TIMEOUT)
 
     group_commit = GroupCommit(config, write, fallback=spool_batch)
-    drainer = SpoolDrainer([*orphans, mine], group_commit.write_isolating, probe, group_commit)
+    drainer = SpoolDrainer([*orphans, mine], probe, group_commit)
     task = asyncio.get_running_loop().create_task(drainer.run())
     try:
         yield group_commit, mine
