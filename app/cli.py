@@ -60,7 +60,7 @@ def configure_logging(level: str) -> None:
     root.setLevel(level.upper())
 
 
-def _config_options(names: tuple[str, ...]) -> Callable[[F], F]:
+def config_options(names: tuple[str, ...]) -> Callable[[F], F]:
     """One click option per Config field, with its description, default and variable name."""
     described = describe_fields()
 
@@ -100,7 +100,7 @@ def main() -> None:
 
 
 @main.command()
-@_config_options(Config.__struct_fields__)
+@config_options(Config.__struct_fields__)
 def serve(**options: Any) -> None:
     """Serve POST /webhook[/<channel>], /healthz and /readyz with uvicorn."""
     import uvicorn
@@ -115,6 +115,7 @@ def serve(**options: Any) -> None:
             factory=True,
             host=config.host,
             port=config.port,
+            fd=config.fd,
             workers=config.workers,
             loop="uvloop",
             http="httptools",
@@ -165,7 +166,7 @@ def _signals_exit_cleanly() -> Iterator[None]:
 
 
 @main.command()
-@_config_options(_DATABASE_FIELDS)
+@config_options(_DATABASE_FIELDS)
 def migrate(**options: Any) -> None:
     """Apply the database migrations that have not been applied yet."""
     config = _build_config(options)
@@ -176,7 +177,7 @@ def migrate(**options: Any) -> None:
 
 
 @main.command()
-@_config_options(_DATABASE_FIELDS)
+@config_options(_DATABASE_FIELDS)
 @click.option("--channel", help="only events that arrived on this channel")
 @click.option("--kind", type=click.Choice(["message", "status", "error", "other"]))
 @click.option("--since", help="received at or after: ISO time, or an age such as 30s, 15m, 2h, 7d")
@@ -210,7 +211,7 @@ def events(
 
 
 @main.command()
-@_config_options(_DATABASE_FIELDS)
+@config_options(_DATABASE_FIELDS)
 @click.option("--outcome", type=click.Choice(["stored", "unknown", "quarantined"]))
 @click.option("--channel", help="only bodies that arrived on this channel")
 @click.option("--limit", type=click.IntRange(1), default=100, show_default=True)

@@ -37,6 +37,13 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     )
     host: Annotated[str, _doc("address to listen on")] = "127.0.0.1"
     port: Annotated[int, _doc("TCP port to listen on")] = 8000
+    fd: Annotated[
+        int | None,
+        _doc(
+            "listen on this inherited, already bound socket file descriptor instead of "
+            "host and port (systemd socket activation, test harnesses)"
+        ),
+    ] = None
     workers: Annotated[int, _doc("uvicorn worker processes")] = 1
     ssl_certfile: Annotated[str | None, _doc("TLS certificate chain (PEM) to serve HTTPS")] = None
     ssl_keyfile: Annotated[str | None, _doc("TLS private key (PEM)")] = None
@@ -124,6 +131,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             )
         if self.port > 65535:
             raise ValueError("port must be at most 65535")
+        if self.fd is not None and self.fd < 0:
+            raise ValueError("fd must be >= 0")
         if self.limit_concurrency is not None and self.limit_concurrency <= 0:
             raise ValueError("limit_concurrency must be positive")
         if self.pool_size < self.flush_slots:
