@@ -1,4 +1,4 @@
-"""Drain the spool into PostgreSQL, oldest batch first, and tell the flush path when it is back.
+"""Drain the spool into PostgreSQL, oldest batch first, and tell the writer when it is back.
 
 Replay is idempotent: each spooled request keeps the id and arrival time it was acknowledged
 with, its body is normalised again, and the usual dedup insert skips whatever a flush
@@ -10,52 +10,39 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 
+from app.batch_writer import BatchWriter
 from app.errors import StorageUnavailable
-from app.group_commit import GroupCommit
 from app.records import IncomingRequest, incoming
-from app.spool import Spool, SpoolBatch, SpooledRequest
+from app.spool import Spool, SpoolBatch
 
 logger = logging.getLogger(__name__)
 
 _FIRST_DELAY = 0.1  # seconds between attempts while PostgreSQL is away; doubles per failure
 _MAX_DELAY = 2.0  # seconds
 
-Probe = Callable[[], Awaitable[None]]
-
-
-def spooled(requests: list[IncomingRequest]) -> list[SpooledRequest]:
-    return [SpooledRequest(r.id, r.received_at, r.channel, r.body) for r in requests]
-
-
-def restored(batch: SpoolBatch) -> list[IncomingRequest]:
-    return [incoming(r.body, r.channel, r.id, r.received_at) for r in batch.requests]
-
 
 class SpoolDrainer:
-    """One task per worker: replays its own spool and any orphaned by a dead process."""
+    """One task per worker: replays its own spool and any orphaned by a dead process.
 
-    def __init__(self, spools: list[Spool], probe: Probe, group_commit: GroupCommit) -> None:
+    It only decides when to replay: the writer's `spool_pending` says there may be work, and
+    the writer stores each batch as a flush would.
+    """
+
+    def __init__(self, spools: list[Spool], writer: BatchWriter) -> None:
         self._spools = spools
-        self._probe = probe
-        self._group_commit = group_commit
-        self._wake = asyncio.Event()
-        self._wake.set()  # a spool left by a previous run drains at start
-
-    def wake(self) -> None:
-        """Something was spooled, or PostgreSQL went away: look again."""
-        self._wake.set()
+        self._writer = writer
 
     async def run(self) -> None:
         delay = _FIRST_DELAY
+        pending = self._writer.spool_pending
         while True:
-            await self._wake.wait()
-            self._wake.clear()
+            await pending.wait()
+            pending.clear()
             try:
                 await self._drain()
-                if self._group_commit.storage_down:
-                    await self._probe()
+                if self._writer.storage_down:
+                    await self._writer.probe()
             except Exception as exc:  # the drain must outlive any failure, and retry it
                 if isinstance(exc, StorageUnavailable):
                     logger.info(
@@ -68,12 +55,12 @@ class SpoolDrainer:
                         "spool drain failed, retrying",
                         extra={"action": "spool_drain_failed", "delay_s": delay},
                     )
-                self._wake.set()
+                pending.set()  # what was not replayed is still there
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_DELAY)
                 continue
             delay = _FIRST_DELAY
-            self._group_commit.storage_recovered()
+            self._writer.storage_recovered()
 
     async def _drain(self) -> None:
         for spool in self._spools:
@@ -84,10 +71,19 @@ class SpoolDrainer:
                 batches = spool.pending()
                 while batch := await asyncio.to_thread(next, batches, None):
                     replayed = True
-                    # The flush path's write: a body PostgreSQL refuses is kept quarantined.
-                    await self._group_commit.write_isolating(restored(batch))
+                    # A flush's own store: a body PostgreSQL refuses is kept quarantined.
+                    await self._writer.store_isolating(_restored(batch))
                     await asyncio.to_thread(spool.release, batch)
-                    self._group_commit.storage_recovered()
-                    logger.info("spooled batch replayed",
-                                extra={"action": "spool_replayed", "segment": batch.segment,
-                                       "requests": len(batch.requests)})  # fmt: skip
+                    self._writer.storage_recovered()
+                    logger.info(
+                        "spooled batch replayed",
+                        extra={
+                            "action": "spool_replayed",
+                            "segment": batch.segment,
+                            "requests": len(batch.requests),
+                        },
+                    )
+
+
+def _restored(batch: SpoolBatch) -> list[IncomingRequest]:
+    return [incoming(r.body, r.channel, r.id, r.received_at) for r in batch.requests]

@@ -1,14 +1,15 @@
 """The resources one worker process runs with, opened and closed as one `async with`.
 
-Start: database (embedded if no DSN), pool, migrations, spool and its drainer, group
-commit. Stop, in uvicorn's order: intake stops, buffered batches become durable, the
-drainer stops, the pool closes.
+Start: database (embedded if no DSN), pool, migrations, the batch writer with its spool and
+drainer, the copy buffer. Stop, in uvicorn's order: intake stops, buffered batches become
+durable, the drainer stops, the pool closes, an embedded PostgreSQL started here stops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,12 +19,12 @@ from pathlib import Path
 from asyncpg import Pool
 
 from app import retention, storage
+from app.batch_writer import BatchWriter
 from app.config import Config
+from app.copy_buffer import CopyBuffer
 from app.embedded import EmbeddedPostgres
-from app.group_commit import GroupCommit
-from app.records import IncomingRequest
-from app.replay import SpoolDrainer, spooled
-from app.spool import Spool, worker_spools
+from app.replay import SpoolDrainer
+from app.spool import worker_spools
 
 logger = logging.getLogger(__name__)
 
@@ -34,14 +35,15 @@ READY_PING_TIMEOUT = 1.0  # seconds
 class Service:
     config: Config
     pool: Pool
-    group_commit: GroupCommit
-    spool: Spool | None
+    copy_buffer: CopyBuffer
+    writer: BatchWriter
 
     async def ready(self) -> tuple[bool, str]:
         """Whether this worker should get traffic, and why not."""
-        if self.group_commit.full:
+        if self.copy_buffer.full:
             return False, "buffer full"
-        if self.spool is not None and self.spool.size >= self.spool.max_bytes:
+        spool = self.writer.spool
+        if spool is not None and spool.size >= spool.max_bytes:
             return False, "spool full"
         try:
             await storage.ping(self.pool, READY_PING_TIMEOUT)
@@ -50,70 +52,72 @@ class Service:
         return True, "ready"
 
 
-def resolve_database_url(config: Config) -> str:
-    """The configured DSN, or that of the embedded server in the data directory."""
-    if config.database_url:
-        return config.database_url
-    # `serve` starts it before the workers; a bare `uvicorn --factory` run starts it here.
-    return EmbeddedPostgres(Path(config.data_dir)).start()
-
-
 @asynccontextmanager
 async def running(config: Config) -> AsyncIterator[Service]:
-    dsn = resolve_database_url(config)
-    # One connection beyond the flushes, so readiness checks never queue behind a batch.
-    pool = await storage.create_pool(dsn, min_size=config.flush_slots,
-                                     max_size=config.pool_size + 1)  # fmt: skip
-    try:
-        async with pool.acquire() as connection:
-            await storage.migrate(connection)
-        maintenance = asyncio.get_running_loop().create_task(
-            retention.run_periodically(pool, config.retention_days)
+    async with _database_url(config) as dsn:
+        # One connection beyond the flushes, so readiness checks never queue behind a batch.
+        pool = await storage.create_pool(
+            dsn, min_size=config.flush_slots, max_size=config.pool_size + 1
         )
         try:
-            async with _spooling(config, pool) as (group_commit, spool):
-                yield Service(config, pool, group_commit, spool)
-                left = await group_commit.close(config.shutdown_timeout_s)
-                if left:
-                    logger.error(
-                        "%d requests not stored at shutdown",
-                        left,
-                        extra={"action": "shutdown_unflushed", "requests": left},
-                    )
+            async with pool.acquire() as connection:
+                await storage.migrate(connection)
+            maintenance = asyncio.get_running_loop().create_task(
+                retention.run_periodically(pool, config.retention_days)
+            )
+            try:
+                async with _writing(config, pool) as writer:
+                    copy_buffer = CopyBuffer(config, writer.write)
+                    yield Service(config, pool, copy_buffer, writer)
+                    left = await copy_buffer.close(config.shutdown_timeout_s)
+                    if left:
+                        logger.error(
+                            "%d requests not stored at shutdown",
+                            left,
+                            extra={"action": "shutdown_unflushed", "requests": left},
+                        )
+            finally:
+                await _cancelled(maintenance)
         finally:
-            await _cancelled(maintenance)
-    finally:
-        await pool.close()
+            await pool.close()
 
 
 @asynccontextmanager
-async def _spooling(config: Config, pool: Pool) -> AsyncIterator[tuple[GroupCommit, Spool | None]]:
-    """The group commit, with this worker's spool and a drainer when the spool is on."""
+async def _database_url(config: Config) -> AsyncIterator[str]:
+    """The configured DSN, else that of the embedded server in the data directory.
 
-    async def write(batch: list[IncomingRequest]) -> None:
-        await storage.write_batch(pool, batch)
-
-    if not config.spool_max_bytes:
-        yield GroupCommit(config, write), None
+    `serve` starts the embedded server before its workers and passes its DSN on; only a bare
+    `uvicorn --factory app.asgi:create_app` gets here without one. A server this process
+    started is stopped again when it exits (one it found running is left alone).
+    """
+    if config.database_url:
+        yield config.database_url
         return
+    embedded = EmbeddedPostgres(Path(config.data_dir))
+    dsn = await asyncio.to_thread(embedded.start)
+    try:
+        yield dsn
+    finally:
+        await asyncio.to_thread(embedded.stop)
 
+
+@asynccontextmanager
+async def _writing(config: Config, pool: Pool) -> AsyncIterator[BatchWriter]:
+    """The batch writer, with this worker's spool and its drainer when the spool is on."""
+    store = functools.partial(storage.write_batch, pool)
+    probe = functools.partial(storage.ping, pool, READY_PING_TIMEOUT)
+    flush_timeout = config.flush_timeout_ms / 1000
+    if not config.spool_max_bytes:
+        yield BatchWriter(store, probe, None, flush_timeout)
+        return
     base = Path(config.data_dir) / "spool"
     mine, orphans = await asyncio.to_thread(worker_spools, base, config.spool_max_bytes)
-
-    async def spool_batch(batch: list[IncomingRequest]) -> None:
-        await asyncio.to_thread(mine.append, spooled(batch))
-        drainer.wake()
-
-    async def probe() -> None:
-        await storage.ping(pool, READY_PING_TIMEOUT)
-
-    group_commit = GroupCommit(config, write, fallback=spool_batch)
-    drainer = SpoolDrainer([*orphans, mine], probe, group_commit)
-    task = asyncio.get_running_loop().create_task(drainer.run())
+    writer = BatchWriter(store, probe, mine, flush_timeout)
+    drainer = asyncio.get_running_loop().create_task(SpoolDrainer([*orphans, mine], writer).run())
     try:
-        yield group_commit, mine
+        yield writer
     finally:
-        await _cancelled(task)
+        await _cancelled(drainer)
         for spool in orphans:
             spool.remove()
         mine.remove()

@@ -11,10 +11,8 @@ past `backpressure_ms` they are refused (`Overloaded`, answered 503). A request 
 longer than `ack_deadline_ms` for its batch is refused too (`NotDurable`); its rows stay in
 the batch, so a later commit only makes 360dialog's redelivery a harmless duplicate.
 
-With a spool (`fallback`), a batch PostgreSQL does not take within `flush_timeout_ms`
-is appended to the local spool instead, and later batches go straight there until the
-drainer reports PostgreSQL back. Without one, a lost connection is retried until the
-deadline. Either way a request is answered 200 only once its batch is durable somewhere.
+This module only schedules. How a batch becomes durable (PostgreSQL, retries, the spool) is
+the one `write` it is given: `BatchWriter.write` in `app/batch_writer.py`.
 """
 
 from __future__ import annotations
@@ -26,16 +24,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from app.config import Config
-from app.errors import NotDurable, Overloaded, StorageUnavailable, WabahookError
+from app.errors import NotDurable, Overloaded, WabahookError
 from app.records import IncomingRequest
-from app.storage import StorageRejected
 
 logger = logging.getLogger(__name__)
 
-Write = Callable[[list[IncomingRequest]], Awaitable[None]]
-
-_RETRY_FIRST_DELAY = 0.05  # seconds; doubles per failed attempt
-_RETRY_MAX_DELAY = 1.0  # seconds
+# Makes a batch durable, or raises; the float is the loop time by which it must be.
+Write = Callable[[list[IncomingRequest], float], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -57,12 +52,11 @@ class _Batch:
         self.size += len(item.request.body)
 
 
-class GroupCommit:
-    def __init__(self, config: Config, write: Write, fallback: Write | None = None) -> None:
+class CopyBuffer:
+    """Batches requests from many connections and hands each batch to one `write`."""
+
+    def __init__(self, config: Config, write: Write) -> None:
         self._write = write
-        self._fallback = fallback
-        self._flush_timeout = config.flush_timeout_ms / 1000
-        self.storage_down = False
         self._slots = config.flush_slots
         self._max_flushes = config.pool_size
         self._flush_after = config.flush_ms / 1000
@@ -84,12 +78,6 @@ class GroupCommit:
     @property
     def full(self) -> bool:
         return self._rows >= self._buffer_rows or self._bytes >= self._buffer_bytes
-
-    def storage_recovered(self) -> None:
-        """PostgreSQL took a write again: batches go to it, not to the spool."""
-        if self.storage_down:
-            logger.warning("PostgreSQL is back", extra={"action": "storage_up"})
-        self.storage_down = False
 
     async def submit(self, request: IncomingRequest) -> None:
         """Return once the request's batch has committed; raise `Overloaded` or `NotDurable`."""
@@ -161,29 +149,30 @@ class GroupCommit:
     def _start_flush(self) -> None:
         batch = _Batch()
         queue = self._queue
-        while queue and (
-            not batch.items
-            or (batch.rows + queue[0].request.rows <= self._batch_rows
-                and batch.size < self._batch_bytes)
-        ):  # fmt: skip
+        while queue and (not batch.items or self._fits(batch, queue[0].request)):
             batch.add(queue.popleft())
         task = asyncio.get_running_loop().create_task(self._flush(batch))
         self._flushes.add(task)
         task.add_done_callback(self._flush_done)
+
+    def _fits(self, batch: _Batch, request: IncomingRequest) -> bool:
+        return batch.rows + request.rows <= self._batch_rows and batch.size < self._batch_bytes
 
     def _flush_done(self, task: asyncio.Task[None]) -> None:
         self._flushes.discard(task)
         self._schedule()
 
     async def _flush(self, batch: _Batch) -> None:
+        requests = [pending.request for pending in batch.items]
         try:
-            await self._store(batch)
+            await self._write(requests, batch.items[0].arrived + self._ack_deadline)
         except Exception as exc:
             logger.error(
-                "batch not stored: %s", exc,
+                "batch not stored: %s",
+                exc,
                 extra={"action": "batch_failed", "requests": len(batch.items)},
                 exc_info=not isinstance(exc, WabahookError),
-            )  # fmt: skip
+            )
             for pending in batch.items:
                 if not pending.future.done():
                     pending.future.set_exception(NotDurable(str(exc) or None))
@@ -196,61 +185,6 @@ class GroupCommit:
             self._bytes -= batch.size
             if not self.full:
                 self._room.set()
-
-    async def _store(self, batch: _Batch) -> None:
-        requests = [pending.request for pending in batch.items]
-        if self._fallback is None:
-            await self._store_retrying(requests, batch.items[0].arrived + self._ack_deadline)
-            return
-        if not self.storage_down:
-            try:
-                async with asyncio.timeout(self._flush_timeout):
-                    await self.write_isolating(requests)
-                return
-            except (StorageUnavailable, TimeoutError) as exc:
-                self.storage_down = True
-                logger.warning(
-                    "PostgreSQL did not take a batch, spooling: %s", exc or "timed out",
-                    extra={"action": "storage_down", "requests": len(requests)},
-                )  # fmt: skip
-        await self._fallback(requests)
-
-    async def _store_retrying(self, requests: list[IncomingRequest], give_up_at: float) -> None:
-        """Write the batch, retrying lost connections until the oldest request's deadline."""
-        loop = asyncio.get_running_loop()
-        delay = _RETRY_FIRST_DELAY
-        while True:
-            try:
-                await self.write_isolating(requests)
-                return
-            except StorageUnavailable as exc:
-                if loop.time() + delay >= give_up_at:
-                    raise
-                logger.warning(
-                    "flush failed, retrying: %s", exc,
-                    extra={"action": "flush_retry", "requests": len(requests), "delay_s": delay},
-                )  # fmt: skip
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_DELAY)
-
-    async def write_isolating(self, requests: list[IncomingRequest]) -> None:
-        """Write to PostgreSQL; a body it refuses is kept raw as quarantined, not lost."""
-        try:
-            await self._write(requests)
-        except StorageRejected:
-            await self._store_one_by_one(requests)
-
-    async def _store_one_by_one(self, requests: list[IncomingRequest]) -> None:
-        """Find the body PostgreSQL refuses, and keep that one raw, quarantined."""
-        for request in requests:
-            try:
-                await self._write([request])
-            except StorageRejected as exc:
-                logger.error(
-                    "body refused by PostgreSQL, quarantined: %s", exc,
-                    extra={"action": "body_quarantined", "request_id": str(request.id)},
-                )  # fmt: skip
-                await self._write([request.quarantined()])
 
 
 def _expire(future: asyncio.Future[None]) -> None:
