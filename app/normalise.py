@@ -1,4 +1,4 @@
-"""Turn one webhook body into its events, following spec section 8 rule by rule.
+"""Turn one webhook body into its events, following docs/protocol.md §6 rule by rule.
 
 `normalise` never raises on input: a body that is not usable is "quarantined", an object of
 neither format is "unknown", and both keep no events. One broken container anywhere
@@ -75,7 +75,7 @@ def _walk_cloud(members: dict[str, msgspec.Raw]) -> list[Event]:
             if change.field == "messages":
                 _walk_value(value, events, _phone_number_id(value), waba_id)
             else:
-                # Spec section 8: other fields name their business by the WABA (entry id) only.
+                # docs/protocol.md §6: other fields name their business by the WABA (entry id) only.
                 events.append(
                     Event(
                         seq=len(events),

@@ -1,6 +1,6 @@
 """The parts of a webhook body that normalisation reads, as msgspec Structs.
 
-Only containers are typed (spec section 8, rule 3): a Struct or `list[...]` fails on a
+Only containers are typed (docs/protocol.md §6): a Struct or `list[...]` fails on a
 container of the wrong JSON type, while leaf values stay `Any`, since WhatsApp sends
 timestamps and ids as strings or numbers. Unknown fields are skipped, and every element
 that becomes an event is kept as `msgspec.Raw`: its bytes are stored as received, never
@@ -32,10 +32,6 @@ class MessageHead(Struct):
     errors: list[AnyObject] = []
 
 
-class StatusMessage(Struct):
-    recipient_id: Any = None
-
-
 class StatusHead(Struct):
     id: Any = None
     status: Any = None
@@ -47,10 +43,6 @@ class StatusHead(Struct):
 
 class ErrorHead(Struct):
     code: Any = None
-
-
-class Metadata(Struct):
-    phone_number_id: Any = None
 
 
 class Change(Struct):

@@ -17,15 +17,37 @@ from app.normalise import Event, normalise
 
 REQUEST_COLUMNS = ("id", "received_at", "channel", "outcome", "sha256", "events", "body")
 EVENT_COLUMNS = (
-    "dedup_key", "request_id", "seq", "received_at", "channel", "kind", "type", "message_id",
-    "wa_id", "phone_number_id", "waba_id", "event_ts", "payload",
-)  # fmt: skip
+    "dedup_key",
+    "request_id",
+    "seq",
+    "received_at",
+    "channel",
+    "kind",
+    "type",
+    "message_id",
+    "wa_id",
+    "phone_number_id",
+    "waba_id",
+    "event_ts",
+    "payload",
+)
 
 RequestRow = tuple[uuid.UUID, datetime, str, str, bytes, int, bytes]
 EventRow = tuple[
-    bytes, uuid.UUID, int, datetime, str, str, str | None, str | None, str | None,
-    str | None, str | None, datetime | None, str,
-]  # fmt: skip
+    bytes,
+    uuid.UUID,
+    int,
+    datetime,
+    str,
+    str,
+    str | None,
+    str | None,
+    str | None,
+    str | None,
+    str | None,
+    datetime | None,
+    str,
+]
 
 
 class IncomingRequest(msgspec.Struct):
@@ -45,21 +67,41 @@ class IncomingRequest(msgspec.Struct):
         return 1 + len(self.events)
 
     def request_row(self) -> RequestRow:
-        return (self.id, self.received_at, self.channel, self.outcome, self.sha256,
-                len(self.events), self.body)  # fmt: skip
+        return (
+            self.id,
+            self.received_at,
+            self.channel,
+            self.outcome,
+            self.sha256,
+            len(self.events),
+            self.body,
+        )
 
     def event_rows(self) -> list[EventRow]:
         return [
-            (dedup_key(event, self.channel, self.sha256), self.id, event.seq, self.received_at,
-             self.channel, event.kind, event.type, event.message_id, event.wa_id,
-             event.phone_number_id, event.waba_id, event.event_ts, event.payload)
+            (
+                dedup_key(event, self.channel, self.sha256),
+                self.id,
+                event.seq,
+                self.received_at,
+                self.channel,
+                event.kind,
+                event.type,
+                event.message_id,
+                event.wa_id,
+                event.phone_number_id,
+                event.waba_id,
+                event.event_ts,
+                event.payload,
+            )
             for event in self.events
-        ]  # fmt: skip
+        ]
 
     def quarantined(self) -> IncomingRequest:
         """The same body kept raw with no events, for a body PostgreSQL refused to store."""
-        return IncomingRequest(self.id, self.received_at, self.channel, self.body,
-                               "quarantined", self.sha256, [])  # fmt: skip
+        return IncomingRequest(
+            self.id, self.received_at, self.channel, self.body, "quarantined", self.sha256, []
+        )
 
 
 def incoming(
@@ -86,7 +128,7 @@ _id_bits = random.Random()  # seeded from os.urandom
 
 
 def dedup_key(event: Event, channel: str, body_sha256: bytes) -> bytes:
-    """Spec section 8: (kind, id, status-or-type) within the business number, else the channel.
+    """docs/protocol.md §7: (kind, id, status-or-type) within the business number, else the channel.
 
     Events without an id are only merged with the same event of an exact redelivery: the same
     bytes on the same channel, at the same position.

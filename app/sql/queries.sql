@@ -31,8 +31,9 @@ CREATE TEMP TABLE IF NOT EXISTS wabahook_events_staging (
 
 -- insert_staged --
 -- Move the staged batch into the real tables; redelivered requests and events add nothing.
--- An event is new unless its key was stored in the last 8 days (360dialog retries for up to
--- 7), whichever daily partition holds it; ON CONFLICT catches the same key in the same day.
+-- An event is new unless its key was stored in the last 8 days (config.REDELIVERY_WINDOW_DAYS;
+-- 360dialog retries for up to 7), whichever daily partition holds it; ON CONFLICT catches the
+-- same key in the same day.
 INSERT INTO wabahook_requests (id, received_at, channel, outcome, sha256, events, body)
 SELECT id, received_at, channel, outcome, sha256, events, body FROM wabahook_requests_staging
 ON CONFLICT (id, received_at) DO NOTHING;

@@ -19,7 +19,7 @@ CREATE SEQUENCE wabahook_events_id_seq AS bigint;
 
 CREATE TABLE wabahook_events (
     id bigint NOT NULL DEFAULT nextval('wabahook_events_id_seq'),
-    dedup_key bytea NOT NULL,             -- 16-byte digest of spec section 8's key
+    dedup_key bytea NOT NULL,             -- 16-byte digest of the key in docs/protocol.md §7
     received_on date NOT NULL,            -- UTC day of arrival: the partition key
     request_id uuid NOT NULL,             -- the request that first carried the event
     seq integer NOT NULL,                 -- position of the event in that body
