@@ -34,7 +34,7 @@ class Wabahook:
         self.config = config
         self.service: Service | None = None
         self._retry_after = [(b"retry-after", str(config.retry_after_s).encode())]
-        # The webhook route's middleware; authentication will wrap this, outside BodyLimit.
+        # The webhook route's own middleware.
         self._webhook = BodyLimit(self._ingest, config.max_body, config.body_timeout_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -46,7 +46,8 @@ class Wabahook:
         path: str = scope["path"]
         method: str = scope["method"]
         if path == _WEBHOOK or path.startswith(_WEBHOOK + "/"):
-            channel = path[len(_WEBHOOK) + 1 :] or DEFAULT_CHANNEL
+            # Only the bare path is the default channel: "/webhook/" names no channel.
+            channel = DEFAULT_CHANNEL if path == _WEBHOOK else path[len(_WEBHOOK) + 1 :]
             if not _CHANNEL.fullmatch(channel):
                 await respond(send, 404, b"not found\n")
             elif method != "POST":
@@ -69,7 +70,7 @@ class Wabahook:
         message = await receive()
         request = incoming(message["body"], scope["wabahook.channel"])
         try:
-            await self.service.group_commit.submit(request)
+            await self.service.copy_buffer.submit(request)
         except Overloaded:
             await respond(send, 503, b"overloaded, retry later\n", self._retry_after)
         except NotDurable:
