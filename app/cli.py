@@ -182,12 +182,17 @@ def migrate(**options: Any) -> None:
 @click.option("--kind", type=click.Choice(["message", "status", "error", "other"]))
 @click.option("--since", help="received at or after: ISO time, or an age such as 30s, 15m, 2h, 7d")
 @click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
-@click.option("--format", "output", type=click.Choice(["table", "jsonl"]), default="table",
-              show_default=True)  # fmt: skip
+@click.option(
+    "--format", "output", type=click.Choice(["table", "jsonl"]), default="table", show_default=True
+)
 def events(
-    channel: str | None, kind: str | None, since: str | None, limit: int, output: str,
+    channel: str | None,
+    kind: str | None,
+    since: str | None,
+    limit: int,
+    output: str,
     **options: Any,
-) -> None:  # fmt: skip
+) -> None:
     """List stored events, oldest first."""
     config = _build_config(options)
     since_time = _parse_since(since) if since else None
@@ -199,13 +204,22 @@ def events(
     with _database(config, migrate=True) as dsn:
         rows = _run(run(dsn))
     records = [
-        {"event_id": row["id"], "channel": row["channel"], "kind": row["kind"],
-         "type": row["type"], "id": row["message_id"], "wa_id": row["wa_id"],
-         "phone_number_id": row["phone_number_id"], "waba_id": row["waba_id"],
-         "event_ts": row["event_ts"], "received_at": row["received_at"],
-         "request_id": row["request_id"], "payload": msgspec.Raw(row["payload"].encode())}
+        {
+            "event_id": row["id"],
+            "channel": row["channel"],
+            "kind": row["kind"],
+            "type": row["type"],
+            "id": row["message_id"],
+            "wa_id": row["wa_id"],
+            "phone_number_id": row["phone_number_id"],
+            "waba_id": row["waba_id"],
+            "event_ts": row["event_ts"],
+            "received_at": row["received_at"],
+            "request_id": row["request_id"],
+            "payload": msgspec.Raw(row["payload"].encode()),
+        }
         for row in rows
-    ]  # fmt: skip
+    ]
     columns = ("received_at", "channel", "kind", "type", "id", "wa_id", "phone_number_id")
     _print(records, output, columns)
 
@@ -215,14 +229,23 @@ def events(
 @click.option("--outcome", type=click.Choice(["stored", "unknown", "quarantined"]))
 @click.option("--channel", help="only bodies that arrived on this channel")
 @click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
-@click.option("--format", "output", type=click.Choice(["table", "jsonl"]), default="table",
-              show_default=True)  # fmt: skip
-@click.option("--body", "body_id", type=click.UUID,
-              help="write this request's raw body to stdout, byte for byte")  # fmt: skip
+@click.option(
+    "--format", "output", type=click.Choice(["table", "jsonl"]), default="table", show_default=True
+)
+@click.option(
+    "--body",
+    "body_id",
+    type=click.UUID,
+    help="write this request's raw body to stdout, byte for byte",
+)
 def requests(
-    outcome: str | None, channel: str | None, limit: int, output: str,
-    body_id: uuid.UUID | None, **options: Any,
-) -> None:  # fmt: skip
+    outcome: str | None,
+    channel: str | None,
+    limit: int,
+    output: str,
+    body_id: uuid.UUID | None,
+    **options: Any,
+) -> None:
     """List every acknowledged body, or write one body's raw bytes (--body ID)."""
     config = _build_config(options)
 
@@ -249,27 +272,23 @@ def requests(
 @contextmanager
 def _database(config: Config, announce: bool = False, migrate: bool = False) -> Iterator[str]:
     """The configured DSN; else the embedded server, reused if running, started (and stopped
-    afterwards) if not."""
+    afterwards, whatever happens meanwhile) if not."""
     if config.database_url:
         yield config.database_url
         return
     data_dir = Path(config.data_dir).resolve()
-    running = EmbeddedPostgres.running_dsn(data_dir)
-    if running:
-        yield running
-        return
-    data_dir.mkdir(parents=True, exist_ok=True)
     embedded = EmbeddedPostgres(data_dir)
-    dsn = embedded.start()
-    if migrate:  # a data directory `serve` never used has no tables to list yet
-        _run(_migrate(dsn))
-    if announce:
-        logger.info("embedded PostgreSQL running in %s", data_dir,
-                    extra={"action": "embedded_started", "dsn": dsn})  # fmt: skip
-    try:
+    with embedded as dsn:
+        if embedded.owns_server:
+            if migrate:  # a data directory `serve` never used has no tables to list yet
+                _run(_migrate(dsn))
+            if announce:
+                logger.info(
+                    "embedded PostgreSQL running in %s",
+                    data_dir,
+                    extra={"action": "embedded_started", "dsn": dsn},
+                )
         yield dsn
-    finally:
-        embedded.stop()
 
 
 def _run(work: Coroutine[Any, Any, T]) -> T:

@@ -18,8 +18,10 @@ ENV_PREFIX = "WABAHOOK_"
 EXPORT_VARIABLE = "WABAHOOK_CONFIG_JSON"
 
 MiB = 1024 * 1024
-# The dedup window of queries.sql (`insert_staged`): 360dialog retries for up to 7 days.
-MIN_RETENTION_DAYS = 8
+# Days back a redelivery is still recognised: 360dialog retries for up to 7 days. The dedup
+# insert (`insert_staged` in queries.sql) looks back this far, and retention keeps at least
+# this much; tests/unit/test_sql.py checks the query against this constant.
+REDELIVERY_WINDOW_DAYS = 8
 
 
 def _doc(text: str) -> Any:
@@ -48,7 +50,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     ssl_certfile: Annotated[str | None, _doc("TLS certificate chain (PEM) to serve HTTPS")] = None
     ssl_keyfile: Annotated[str | None, _doc("TLS private key (PEM)")] = None
     max_body: Annotated[int, _doc("largest accepted body, bytes; larger gets 413")] = 4 * MiB
-    batch_rows: Annotated[int, _doc("most events in one COPY batch, rows")] = 4000
+    batch_rows: Annotated[
+        int, _doc("most rows in one COPY batch (a request and each of its events), rows")
+    ] = 4000
     batch_bytes: Annotated[int, _doc("most body bytes in one COPY batch, bytes")] = 16 * MiB
     flush_ms: Annotated[
         float,
@@ -68,7 +72,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         ),
     ] = 4
     buffer_rows: Annotated[
-        int, _doc("events buffered awaiting a flush before new requests wait, rows")
+        int, _doc("rows (requests and their events) buffered before new requests wait, rows")
     ] = 100_000
     buffer_bytes: Annotated[
         int, _doc("body bytes buffered awaiting a flush before new requests wait, bytes")
@@ -116,18 +120,31 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     ] = "info"
 
     def __post_init__(self) -> None:
-        positive = ("port", "workers", "max_body", "batch_rows", "batch_bytes", "flush_slots",
-                    "pool_size", "buffer_rows", "buffer_bytes", "retry_after_s", "flush_ms",
-                    "ack_deadline_ms", "flush_timeout_ms", "timeout_keep_alive",
-                    "body_timeout_s")  # fmt: skip
+        positive = (
+            "port",
+            "workers",
+            "max_body",
+            "batch_rows",
+            "batch_bytes",
+            "flush_slots",
+            "pool_size",
+            "buffer_rows",
+            "buffer_bytes",
+            "retry_after_s",
+            "flush_ms",
+            "ack_deadline_ms",
+            "flush_timeout_ms",
+            "timeout_keep_alive",
+            "body_timeout_s",
+        )
         not_negative = ("backpressure_ms", "spool_max_bytes", "shutdown_timeout_s")
         for name in positive + not_negative:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0 or (value == 0 and name in positive):
                 raise ValueError(f"{name} must be {'positive' if name in positive else '>= 0'}")
-        if self.retention_days < MIN_RETENTION_DAYS:
+        if self.retention_days < REDELIVERY_WINDOW_DAYS:
             raise ValueError(
-                f"retention_days must be at least {MIN_RETENTION_DAYS} (the redelivery window)"
+                f"retention_days must be at least {REDELIVERY_WINDOW_DAYS} (the redelivery window)"
             )
         if self.port > 65535:
             raise ValueError("port must be at most 65535")

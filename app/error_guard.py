@@ -1,4 +1,4 @@
-"""The outer guard: an unexpected error is logged, counted and answered 503, never a 500.
+"""The outer guard: an unexpected error is logged and answered 503, never a 500.
 
 Expected input errors are handled where they arise (decode -> quarantine, size -> 413);
 this catches only bugs and environment failures. 503 with Retry-After makes 360dialog
@@ -34,9 +34,15 @@ class ErrorGuard:
             await self.app(scope, receive, tracking_send)
         except Exception:
             logger.exception(
-                "unexpected error answering %s %s", scope.get("method"), scope.get("path"),
+                "unexpected error answering %s %s",
+                scope.get("method"),
+                scope.get("path"),
                 extra={"action": "request_failed"},
-            )  # fmt: skip
+            )
             if not started:
-                await respond(send, 503, b"internal error, retry later\n",
-                              [(b"retry-after", self.retry_after)])  # fmt: skip
+                await respond(
+                    send,
+                    503,
+                    b"internal error, retry later\n",
+                    [(b"retry-after", self.retry_after)],
+                )

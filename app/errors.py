@@ -12,14 +12,6 @@ class WabahookError(Exception):
         super().__init__(message)
 
 
-class BodyTooLarge(WabahookError):
-    """The request body is larger than WABAHOOK_MAX_BODY."""
-
-
-class ClientDisconnected(WabahookError):
-    """The client went away before the whole body arrived."""
-
-
 class StorageUnavailable(WabahookError):
     """PostgreSQL could not be reached or dropped the connection."""
 
@@ -30,7 +22,3 @@ class Overloaded(WabahookError):
 
 class NotDurable(WabahookError):
     """The batch could not be made durable before the acknowledgement deadline."""
-
-
-class ConfigError(WabahookError):
-    """The configuration is invalid."""

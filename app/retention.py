@@ -3,7 +3,7 @@
 Dropping a partition removes a day of requests and events at once, without the row
 deletes and the bloat a DELETE of old rows would leave. Dedup does not depend on it: the
 dedup insert looks back over the redelivery window across partitions, so a retention of at
-least `config.MIN_RETENTION_DAYS` keeps every redelivery harmless.
+least `config.REDELIVERY_WINDOW_DAYS` keeps every redelivery harmless.
 """
 
 from __future__ import annotations
@@ -33,9 +33,11 @@ async def maintain(pool: Pool, retention_days: int, today: date | None = None) -
             # Never queue ingestion behind this DDL for long: give up and retry next time.
             await connection.execute(queries["limit_lock_wait"])
             row = await connection.fetchrow(
-                queries["maintain_partitions"], today, today + timedelta(days=DAYS_AHEAD),
+                queries["maintain_partitions"],
+                today,
+                today + timedelta(days=DAYS_AHEAD),
                 oldest_kept,
-            )  # fmt: skip
+            )
     if row is None:  # another process holds the maintenance lock and does the work
         return 0, 0
     created, dropped = int(row["created"]), int(row["dropped"])
@@ -53,6 +55,7 @@ async def run_periodically(pool: Pool, retention_days: int) -> None:
         try:
             await maintain(pool, retention_days)
         except WabahookError as exc:
-            logger.warning("partition maintenance failed: %s", exc,
-                           extra={"action": "partitions_failed"})  # fmt: skip
+            logger.warning(
+                "partition maintenance failed: %s", exc, extra={"action": "partitions_failed"}
+            )
         await asyncio.sleep(INTERVAL)

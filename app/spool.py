@@ -162,9 +162,12 @@ class Spool:
                 self._close_fds()
                 raise
         logger.debug(
-            "spool %s opened: %d segments, %d bytes", self.directory, len(self._segments),
-            self._size, extra={"action": "spool_opened", "directory": str(self.directory)},
-        )  # fmt: skip
+            "spool %s opened: %d segments, %d bytes",
+            self.directory,
+            len(self._segments),
+            self._size,
+            extra={"action": "spool_opened", "directory": str(self.directory)},
+        )
 
     def close(self) -> None:
         """Close the open segment and release the directory lock."""
@@ -326,10 +329,16 @@ class Spool:
                 except _Unreadable as exc:
                     logger.warning(
                         "spool record skipped: %s at offset %d of %s, %d bytes not replayed",
-                        exc, offset, path, end - offset,
-                        extra={"action": "spool_record_skipped", "segment": segment.name,
-                               "offset": offset},
-                    )  # fmt: skip
+                        exc,
+                        offset,
+                        path,
+                        end - offset,
+                        extra={
+                            "action": "spool_record_skipped",
+                            "segment": segment.name,
+                            "offset": offset,
+                        },
+                    )
                     torn = True
                     break
                 frames.add(offset)
@@ -352,9 +361,10 @@ class Spool:
             del self._segments[segment.name]
             self._size -= segment.size
         logger.warning(
-            "spool segment %s vanished, its batches were not replayed", segment.name,
+            "spool segment %s vanished, its batches were not replayed",
+            segment.name,
             extra={"action": "spool_segment_missing", "segment": segment.name},
-        )  # fmt: skip
+        )
 
     def _delete_if_done(self, segment: _Segment) -> None:
         """Delete a fully read segment whose batches were all released (lock held)."""
@@ -369,9 +379,10 @@ class Spool:
         del self._segments[segment.name]
         self._size -= segment.size
         logger.debug(
-            "spool segment %s replayed and deleted", segment.name,
+            "spool segment %s replayed and deleted",
+            segment.name,
             extra={"action": "spool_segment_deleted", "segment": segment.name},
-        )  # fmt: skip
+        )
 
 
 def worker_spools(
@@ -409,10 +420,11 @@ def worker_spools(
             orphans.append(orphan)
             if orphan.size:
                 logger.info(
-                    "draining the spool %s left by another process: %d bytes", path, orphan.size,
-                    extra={"action": "spool_adopted", "directory": str(path),
-                           "bytes": orphan.size},
-                )  # fmt: skip
+                    "draining the spool %s left by another process: %d bytes",
+                    path,
+                    orphan.size,
+                    extra={"action": "spool_adopted", "directory": str(path), "bytes": orphan.size},
+                )
     except BaseException:
         for spool in opened:
             spool.close()

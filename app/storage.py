@@ -113,9 +113,13 @@ async def write_batch(pool: Pool, batch: Sequence[IncomingRequest]) -> None:
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug(
             "batch flushed",
-            extra={"action": "batch_flushed", "requests": len(batch), "rows": len(events),
-                   "ms": round((time.perf_counter() - started) * 1000, 2)},
-        )  # fmt: skip
+            extra={
+                "action": "batch_flushed",
+                "requests": len(batch),
+                "rows": len(events),
+                "ms": round((time.perf_counter() - started) * 1000, 2),
+            },
+        )
 
 
 async def ping(pool: Pool, timeout: float) -> None:

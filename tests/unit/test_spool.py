@@ -446,8 +446,11 @@ def test_worker_spools_adopts_orphans_and_skips_live_workers(
 
     with subprocess.Popen(
         [sys.executable, "-c", _holds(live)],
-        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    ) as holder:  # fmt: skip
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as holder:
         try:
             assert holder.stdout is not None
             assert holder.stdout.readline() == "locked\n"

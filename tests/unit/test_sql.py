@@ -10,6 +10,7 @@ import pytest
 
 import app
 from app import sql
+from app.config import REDELIVERY_WINDOW_DAYS
 
 APP_DIR = Path(app.__file__).parent
 # `queries["name"]` or `queries['name']`, possibly split over lines inside the brackets.
@@ -78,3 +79,10 @@ def test_every_query_has_a_description_and_a_statement() -> None:
     for name, block in zip(sql.queries, blocks, strict=True):
         assert block.strip().startswith("-- "), f"{name} has no description line"
         assert sql.queries[name], f"{name} has no statement"
+
+
+def test_the_dedup_insert_looks_back_over_the_redelivery_window() -> None:
+    # The window is written in SQL; this ties it to the constant retention is checked against.
+    lookback = re.findall(r"::date - (\d+)\b", sql.queries["insert_staged"])
+
+    assert lookback == [str(REDELIVERY_WINDOW_DAYS)]
