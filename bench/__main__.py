@@ -6,16 +6,21 @@ started here is stopped by its process group before the command returns.
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Any
 
 import click
 
+from app.cli import config_options
 from bench import budget as budget_mod
 from bench import compare as compare_mod
 from bench import scale as scale_mod
 
+# Server settings the load commands pass on to `wabahook serve`: the CLI's own typed options
+# (`--flush-ms` ... with WABAHOOK_FLUSH_MS ... as their variables), values checked by click.
 _SETTINGS = ("flush_ms", "batch_rows", "flush_slots", "pool_size", "max_body")
+_wabahook_options = config_options(_SETTINGS)
 
 
 def _database_option(command: Any) -> Any:
@@ -41,17 +46,6 @@ def _placement_option(command: Any) -> Any:
     )(command)
 
 
-def _wabahook_options(command: Any) -> Any:
-    for name in reversed(_SETTINGS):
-        command = click.option(
-            f"--{name.replace('_', '-')}",
-            name,
-            default=None,
-            help=f"WABAHOOK_{name.upper()} for the server",
-        )(command)
-    return command
-
-
 def _settings(options: dict[str, Any]) -> dict[str, str]:
     return {name: str(options[name]) for name in _SETTINGS if options.get(name) is not None}
 
@@ -60,6 +54,9 @@ def _settings(options: dict[str, Any]) -> dict[str, str]:
 def main() -> None:
     """Benchmarks of wabahook: the 5 s budget at a target rate, throughput against baselines,
     cost against body size and settings, and memory over a soak."""
+    # SIGTERM ends a run as Ctrl-C does: through the `finally`s that stop every process it
+    # started (by default, SIGTERM would end this process and leave them running).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def _load_options(rate: float, seconds: int) -> Any:

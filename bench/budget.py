@@ -24,6 +24,8 @@ from typing import Any
 from app.normalise import normalise
 from bench import pg, procs, report, servers
 from bench.bodies import LargeStream, Mix
+from tests.support.databases import fetch
+from tests.support.processes import stop_group
 
 BUDGET_MS = 5000.0  # 360dialog counts a delivery as failed without a 200 within 5 s
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
@@ -106,8 +108,8 @@ def stored_events(dsn: str) -> tuple[list[EventKey], int]:
     """The dedup key of every stored event (same derivation as above), and the request count."""
 
     async def run() -> tuple[list[EventKey], int]:
-        rows = await pg.fetch(dsn, STORED_EVENTS)
-        requests = (await pg.fetch(dsn, "SELECT count(*) FROM wabahook_requests"))[0][0]
+        rows = await fetch(dsn, STORED_EVENTS)
+        requests = (await fetch(dsn, "SELECT count(*) FROM wabahook_requests"))[0][0]
         keys: list[EventKey] = []
         for r in rows:
             if r["message_id"] is not None and r["kind"] in ("message", "status"):
@@ -187,7 +189,7 @@ def run_locust(
             except subprocess.TimeoutExpired:
                 print("  locust did not stop in time; killed it", file=sys.stderr)
             finally:
-                procs.stop_group(proc)
+                stop_group(proc, procs.STOP_TIMEOUT)
     elapsed = time.monotonic() - began
     sent = read_log(request_log)
     if not sent:

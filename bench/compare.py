@@ -18,6 +18,7 @@ from typing import Any
 
 from bench import pg, procs, report, servers, wrk
 from bench.bodies import Template, cloud_text, single_event_templates
+from tests.support.databases import fetch
 
 WARMUP_S = 2.0  # seconds of load before measuring: connections, caches, prepared statements
 
@@ -133,7 +134,7 @@ def warm_up(
 
 
 def count_rows(dsn: str, table: str) -> int:
-    return int(asyncio.run(pg.fetch(dsn, f"SELECT count(*) FROM {table}"))[0][0])
+    return int(asyncio.run(fetch(dsn, f"SELECT count(*) FROM {table}"))[0][0])
 
 
 def stream(body: str) -> list[Template]:

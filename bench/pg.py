@@ -9,41 +9,12 @@ processes; with a DSN, databases are created on that server and dropped afterwar
 from __future__ import annotations
 
 import asyncio
-import re
-import shutil
-import tempfile
-from pathlib import Path
+from contextlib import ExitStack
 from types import TracebackType
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
-
-from app.embedded import PGDATA_NAME, EmbeddedPostgres
 from bench import procs
-
-_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-
-
-def with_database(dsn: str, database: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path="/" + database))
-
-
-async def _execute(dsn: str, *statements: str) -> None:
-    connection = await asyncpg.connect(dsn)
-    try:
-        for statement in statements:
-            await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-async def fetch(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
-    connection = await asyncpg.connect(dsn)
-    try:
-        return list(await connection.fetch(query, *args))
-    finally:
-        await connection.close()
+from tests.support.databases import create_database, drop_database, execute, fetch
+from tests.support.postgres import RunningPostgres, temporary_postgres
 
 
 class Postgres:
@@ -52,18 +23,18 @@ class Postgres:
     def __init__(self, dsn: str | None, cpus: frozenset[int] | None) -> None:
         self._external = dsn
         self._cpus = cpus
-        self._workdir: Path | None = None
-        self._embedded: EmbeddedPostgres | None = None
+        self._stack = ExitStack()
+        self._embedded: RunningPostgres | None = None
         self._databases: list[str] = []
         self.dsn = dsn or ""
 
     def __enter__(self) -> Postgres:
         if self._external is None:
-            # Short path: the unix socket lives in pgdata and its path must fit in sun_path.
-            self._workdir = Path(tempfile.mkdtemp(prefix="wbench-"))
-            self._embedded = EmbeddedPostgres(self._workdir)
-            self.dsn = self._embedded.start()
-            procs.pin_tree(self.postmaster_pid(), self._cpus)
+            with ExitStack() as stack:
+                self._embedded = stack.enter_context(temporary_postgres(prefix="wbench-"))
+                self.dsn = self._embedded.dsn
+                procs.pin_tree(self._embedded.postmaster_pid, self._cpus)
+                self._stack = stack.pop_all()
         return self
 
     def __exit__(
@@ -72,15 +43,10 @@ class Postgres:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        try:
+        with self._stack:  # the embedded server, stopped and removed last
             if self._external is not None:
                 for name in self._databases:
-                    asyncio.run(_execute(self.dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        finally:
-            if self._embedded is not None:
-                self._embedded.stop()
-            if self._workdir is not None:
-                shutil.rmtree(self._workdir, ignore_errors=True)
+                    asyncio.run(drop_database(self.dsn, name))
 
     @property
     def embedded(self) -> bool:
@@ -88,27 +54,20 @@ class Postgres:
 
     def postmaster_pid(self) -> int:
         """The server's root process, for pinning and measuring (embedded only)."""
-        assert self._workdir is not None, "only the embedded server runs here"
-        text = (self._workdir / PGDATA_NAME / "postmaster.pid").read_text()
-        return int(text.split("\n", 1)[0])
+        assert self._embedded is not None, "only the embedded server runs here"
+        return self._embedded.postmaster_pid
 
     def pids(self) -> list[int]:
         return [self.postmaster_pid()] if self.embedded else []
 
     def create_database(self, name: str) -> str:
-        if not _NAME.fullmatch(name):
-            raise ValueError(f"not a plain database name: {name}")
-        asyncio.run(
-            _execute(
-                self.dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}"
-            )
-        )
+        dsn = asyncio.run(create_database(self.dsn, name, replace=True))
         self._databases.append(name)
-        return with_database(self.dsn, name)
+        return dsn
 
     def checkpoint(self) -> None:
         """Write out what earlier runs left dirty, so their checkpoint does not land in the next."""
-        asyncio.run(_execute(self.dsn, "CHECKPOINT"))
+        asyncio.run(execute(self.dsn, "CHECKPOINT"))
 
     def describe(self) -> str:
         async def run() -> str:

@@ -1,29 +1,36 @@
 """Processes the benchmarks start: pinned to CPUs, measured while they run, always stopped.
 
-Every process gets its own session (`start_new_session=True`), so stopping it signals its
-whole process group: uvicorn's worker processes go with their supervisor.
+Starting and stopping is the test harness's (`tests.support`): every process leads a process
+group of its own and is stopped by its PID, uvicorn's worker processes with their supervisor,
+and every server listens on a loopback socket bound before it started. What is the
+benchmark's own is here: CPU pinning and CPU and memory accounting.
 """
 
 from __future__ import annotations
 
-import http.client
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
-STOP_TIMEOUT = 20.0  # seconds a process group gets to exit after SIGTERM before SIGKILL
+from tests.support.processes import start_group
+from tests.support.servers import (
+    ServerExited,
+    ServerProcess,
+    start_server,
+    wait_ready_blocking,
+)
+from tests.support.waiting import WaitTimedOut
+
+STOP_TIMEOUT = 20.0  # seconds a process gets to exit after SIGTERM before its group is killed
 READY_TIMEOUT = 90.0  # seconds a server gets to answer its readiness path
-_POLL = 0.05  # seconds between readiness probes
 
 
 @dataclass(frozen=True)
@@ -75,52 +82,16 @@ def pin_tree(pid: int, cpus: frozenset[int] | None) -> None:
             pass
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def spawn(
     argv: Sequence[str],
     *,
     cpus: frozenset[int] | None,
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str],
     log: Path | None = None,
     cwd: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    out = log.open("ab") if log else subprocess.DEVNULL
-    try:
-        return subprocess.Popen(
-            pin_argv(argv, cpus),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=cwd,
-            start_new_session=True,
-        )
-    finally:
-        if log:
-            out.close()  # type: ignore[union-attr]
-
-
-def stop_group(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM the process group the process leads, then SIGKILL what is left after timeout."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        pass
-    # Workers may outlive their supervisor; nothing in the group may survive the benchmark.
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
+    """Start argv pinned to `cpus`, leading a process group of its own."""
+    return start_group(pin_argv(argv, cpus), env=env, log=log, cwd=cwd)
 
 
 @dataclass
@@ -128,13 +99,23 @@ class Server:
     """A server under test, listening on 127.0.0.1:port."""
 
     name: str
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
+    listening: ServerProcess
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        return self.listening.process
+
+    @property
+    def port(self) -> int:
+        return self.listening.port
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.listening.url
+
+    @property
+    def log(self) -> Path | None:
+        return self.listening.log
 
     def processes(self) -> list[psutil.Process]:
         try:
@@ -144,42 +125,35 @@ class Server:
             return []
 
     def wait_ready(self, path: str, timeout: float = READY_TIMEOUT) -> None:
-        """Poll `path` until it answers 200, the process dies, or the deadline passes."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with {self.proc.returncode}; see {self.log}"
-                )
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                conn.request("GET", path)
-                if conn.getresponse().status == 200:
-                    conn.close()
-                    return
-                conn.close()
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s; see {self.log}")
-            time.sleep(_POLL)
+        """Poll `path` until it answers 200; RuntimeError if the process dies or time runs out
+        (the load must not start while the server is still starting)."""
+        try:
+            wait_ready_blocking(self.listening, path, timeout)
+        except ServerExited as exc:
+            raise RuntimeError(f"{self.name}: {exc}") from exc
+        except WaitTimedOut as exc:
+            raise RuntimeError(
+                f"{self.name} not ready after {timeout:.0f} s; see {self.log}"
+            ) from exc
 
     def stop(self) -> None:
-        stop_group(self.proc)
+        self.listening.stop(STOP_TIMEOUT)
 
 
 @contextmanager
 def server(
     name: str,
-    argv: Sequence[str],
+    command: Callable[[int], Sequence[str]],
     *,
-    port: int,
     cpus: frozenset[int] | None,
-    env: dict[str, str],
+    env: Mapping[str, str],
     log: Path,
     ready_path: str = "/healthz",
 ) -> Iterator[Server]:
-    running = Server(name, spawn(argv, cpus=cpus, env=env, log=log), port, log)
+    """`command(fd)` pinned to `cpus`, serving on the listening loopback socket `fd`; ready
+    before this yields, stopped by its PID (and process group) afterwards."""
+    listening = start_server(lambda fd: pin_argv(command(fd), cpus), env=env, log=log)
+    running = Server(name, listening)
     try:
         running.wait_ready(ready_path)
         yield running

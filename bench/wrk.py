@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 from bench import procs
 from bench.bodies import Template
+from tests.support.environment import scrubbed_environment
+from tests.support.processes import start_group, stop_group
 
 _LUA = r"""
 local ffi = require("ffi")
@@ -186,9 +188,7 @@ def run(
             ],
             cpus,
         )
-        proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        proc = start_group(argv, env=scrubbed_environment(), stdout=subprocess.PIPE)
         assert proc.stdout is not None
         try:
             output = proc.stdout.read().decode(errors="replace")
@@ -197,7 +197,7 @@ def run(
             proc.returncode = os.waitstatus_to_exitcode(status)
         finally:
             if proc.returncode is None:
-                procs.stop_group(proc)
+                stop_group(proc, procs.STOP_TIMEOUT)
     finally:
         os.unlink(script.name)
     line = next((x for x in output.splitlines() if x.startswith("WRKJSON ")), None)

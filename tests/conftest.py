@@ -1,39 +1,32 @@
 """Fixtures: a real PostgreSQL (DATABASE_URL, else embedded), a database per test cloned from a
-migrated template, and real uvicorn servers on loopback."""
+migrated template, and real uvicorn servers on loopback. The helpers they use live in
+`tests.support`; tests import helpers from there, never from here."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import msgspec
 import pytest
 
-from app.config import EXPORT_VARIABLE, Config
-from app.embedded import EmbeddedPostgres
+from app.config import Config
 from app.storage import migrate
+from tests.support.databases import connected, create_database, drop_database, fresh_database
+from tests.support.environment import scrub_process_environment
+from tests.support.postgres import temporary_postgres
+from tests.support.servers import running_server
 
-# Tests must not depend on the shell they run in.
-for _name in [name for name in os.environ if name.startswith("WABAHOOK_")]:
-    del os.environ[_name]
-_EXTERNAL_DSN = os.environ.pop("DATABASE_URL", None)
+_EXTERNAL_DSN = pytest.StashKey[str | None]()
 
 
-def with_database(dsn: str, database: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path="/" + database))
+def pytest_configure(config: pytest.Config) -> None:
+    # Tests must not depend on the shell they run in: no WABAHOOK_* setting or DATABASE_URL
+    # of it reaches a test or a process a test starts. DATABASE_URL names the test server.
+    config.stash[_EXTERNAL_DSN] = scrub_process_environment()
 
 
 @pytest.fixture(scope="session")
@@ -42,28 +35,14 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="session")
-def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_dsn(pytestconfig: pytest.Config) -> Iterator[str]:
     """The PostgreSQL server every test database lives on."""
-    if _EXTERNAL_DSN:
-        yield _EXTERNAL_DSN
+    external = pytestconfig.stash[_EXTERNAL_DSN]
+    if external:
+        yield external
         return
-    # Not under pytest's basetemp: a concurrent pytest session resets its permissions, and the
-    # server runs as another user when the tests run as root.
-    data_dir = Path(tempfile.mkdtemp(prefix="wabahook-test-pg-"))
-    try:
-        with EmbeddedPostgres(data_dir) as dsn:
-            yield dsn
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
-async def _admin(server_dsn: str, *statements: str) -> None:
-    connection = await asyncpg.connect(server_dsn)
-    try:
-        for statement in statements:
-            await connection.execute(statement)
-    finally:
-        await connection.close()
+    with temporary_postgres(prefix="wabahook-test-pg-") as postgres:
+        yield postgres.dsn
 
 
 @pytest.fixture(scope="session")
@@ -72,16 +51,13 @@ def template_database(server_dsn: str) -> Iterator[str]:
     name = f"wabahook_template_{os.getpid()}"
 
     async def create() -> None:
-        await _admin(server_dsn, f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}")
-        connection = await asyncpg.connect(with_database(server_dsn, name))
-        try:
+        url = await create_database(server_dsn, name, replace=True)
+        async with connected(url) as connection:
             await migrate(connection)
-        finally:
-            await connection.close()
 
     asyncio.run(create())
     yield name
-    asyncio.run(_admin(server_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    asyncio.run(drop_database(server_dsn, name))
 
 
 @pytest.fixture
@@ -91,16 +67,6 @@ def db_factory(server_dsn: str, template_database: str) -> Iterator[Callable[[],
         yield lambda: stack.enter_context(fresh_database(server_dsn, template_database))
 
 
-@contextmanager
-def fresh_database(server_dsn: str, template_database: str) -> Iterator[str]:
-    name = f"wabahook_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(server_dsn, f"CREATE DATABASE {name} TEMPLATE {template_database}"))
-    try:
-        yield with_database(server_dsn, name)
-    finally:
-        asyncio.run(_admin(server_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-
-
 @pytest.fixture
 def database_url(db_factory: Callable[[], str]) -> str:
     return db_factory()
@@ -108,50 +74,8 @@ def database_url(db_factory: Callable[[], str]) -> str:
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(database_url)
-    yield connection
-    await connection.close()
-
-
-def loopback_socket() -> socket.socket:
-    """A listening socket: clients can connect (and queue) before the server accepts."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(4096)
-    return sock
-
-
-@contextmanager
-def running_server(config: Config) -> Iterator[str]:
-    """A real uvicorn process (uvloop, httptools) serving wabahook on a pre-bound loopback port.
-
-    The socket listens before the process starts, so clients queue in its backlog until the
-    lifespan startup is done: no polling, no sleep. The process is stopped by its PID.
-    """
-    sock = loopback_socket()
-    environment = {**os.environ, EXPORT_VARIABLE: msgspec.json.encode(config).decode()}
-    script = (
-        "import sys, uvicorn; uvicorn.run('app.asgi:create_app', factory=True, "
-        f"fd={sock.fileno()}, loop='uvloop', http='httptools', lifespan='on', "
-        "access_log=False, log_level='warning', backlog=4096)"
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-c", script], pass_fds=[sock.fileno()], env=environment,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        sock.close()
-        process.send_signal(signal.SIGTERM)
-        try:
-            output, _ = process.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output, _ = process.communicate()
-        # uvicorn re-raises the SIGTERM it handled once its graceful shutdown is done.
-        assert process.returncode in (0, -signal.SIGTERM), output.decode(errors="replace")
+    async with connected(database_url) as connection:
+        yield connection
 
 
 @pytest.fixture
@@ -171,15 +95,3 @@ def server_factory(tmp_path: Path, db_factory: Callable[[], str]) -> Iterator[Ca
 def server(server_factory: Callable[..., str], database_url: str) -> str:
     """Base URL of a wabahook with default settings on this test's database."""
     return server_factory(database_url)
-
-
-async def wait_until(
-    condition: Callable[[], Awaitable[bool]], timeout: float = 20.0, what: str = "condition"
-) -> None:
-    """Poll a condition on the system under test (not a fixed sleep), bounded by `timeout`."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)

@@ -5,86 +5,44 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
 from app.embedded import EmbeddedPostgres
-from tests.conftest import wait_until
 from tests.corpus import cloud_text, onprem_text
 from tests.load_client import Results, post_many
+from tests.support.cli import run_wabahook, serve_argv
+from tests.support.databases import fetch
+from tests.support.environment import scrubbed_environment, settings_environment
+from tests.support.postgres import postmaster_pid
+from tests.support.servers import ServerProcess, start_server, wait_ready
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.drill]
 
-WABAHOOK = [sys.executable, "-c", "from app.cli import main; main()"]
 OUTAGE_SECONDS = 10.0  # how long PostgreSQL stays down in the outage drill
+_SERVES = itertools.count()  # numbers the serve logs of a test
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Serve:
-    """`wabahook serve` in a process group of its own."""
-
-    def __init__(self, data_dir: Path, **settings: object) -> None:
-        self.port = _free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("WABAHOOK_")}
-        env.pop("DATABASE_URL", None)
-        env.update({f"WABAHOOK_{k.upper()}": str(v) for k, v in settings.items()})
-        env.update(WABAHOOK_DATA_DIR=str(data_dir), WABAHOOK_PORT=str(self.port))
-        if "database_url" in settings:
-            env["DATABASE_URL"] = str(settings["database_url"])
-        self.log = (data_dir / f"serve-{self.port}.log").open("wb")
-        self.process = subprocess.Popen(
-            [*WABAHOOK, "serve"], env=env, stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    async def wait_ready(self) -> None:
-        async with httpx.AsyncClient(base_url=self.url, timeout=2) as client:
-
-            async def ready() -> bool:
-                assert self.process.poll() is None, "serve exited"
-                try:
-                    return (await client.get("/readyz")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await wait_until(ready, timeout=60, what="wabahook to be ready")
-
-    def kill_group(self) -> None:
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self.log.close()
+def start_serve(data_dir: Path, **settings: object) -> ServerProcess:
+    """`wabahook serve` on `data_dir`, `settings` as its variables, in a process group of its
+    own, on a socket that listened before it started."""
+    env = scrubbed_environment(settings_environment({"data_dir": data_dir, **settings}))
+    return start_server(serve_argv, env=env, log=data_dir / f"serve-{next(_SERVES)}.log")
 
 
 @contextmanager
-def serving(data_dir: Path, **settings: object) -> Iterator[Serve]:
-    serve = Serve(data_dir, **settings)
+def serving(data_dir: Path, **settings: object) -> Iterator[ServerProcess]:
+    serve = start_serve(data_dir, **settings)
     try:
         yield serve
     finally:
@@ -106,22 +64,21 @@ def _message_id(body: bytes) -> str:
 
 
 async def _stored_ids(dsn: str) -> list[str]:
-    connection = await asyncpg.connect(dsn)
-    try:
-        rows = await connection.fetch("SELECT message_id FROM wabahook_events")
-    finally:
-        await connection.close()
-    return [row["message_id"] for row in rows]
+    return [row["message_id"] for row in await fetch(dsn, "SELECT message_id FROM wabahook_events")]
 
 
 def _listed_ids(data_dir: Path, count: int) -> list[str]:
     """Event ids as `wabahook events` lists them (the operator's view)."""
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    output = subprocess.run(
-        [*WABAHOOK, "events", "--data-dir", str(data_dir), "--format", "jsonl",
-         "--limit", str(count + 100)],
-        env=env, check=True, capture_output=True, timeout=120,
-    ).stdout  # fmt: skip
+    output = run_wabahook(
+        "events",
+        "--data-dir",
+        str(data_dir),
+        "--format",
+        "jsonl",
+        "--limit",
+        str(count + 100),
+        check=True,
+    ).stdout
     return [json.loads(line)["id"] for line in output.splitlines()]
 
 
@@ -160,14 +117,14 @@ async def _load_until(
 
 async def test_kill_9_of_everything_under_load_loses_nothing(tmp_path: Path) -> None:
     bodies = _bodies("kill", 30_000)
-    serve = Serve(tmp_path)
+    serve = start_serve(tmp_path)
     try:
-        await serve.wait_ready()
+        await wait_ready(serve)
         load, results = await _load_until(serve.port, bodies, acknowledged_at_least=1500)
         # The server, its workers and the embedded PostgreSQL, all at once.
-        postmaster = (tmp_path / "pgdata" / "postmaster.pid").read_text().split()[0]
-        serve.kill_group()
-        os.kill(int(postmaster), signal.SIGKILL)
+        postmaster = postmaster_pid(tmp_path)
+        serve.kill()
+        os.kill(postmaster, signal.SIGKILL)
         await load
     finally:
         serve.stop()
@@ -175,11 +132,11 @@ async def test_kill_9_of_everything_under_load_loses_nothing(tmp_path: Path) -> 
     assert len(acknowledged) >= 1500
 
     with serving(tmp_path) as again:
-        await again.wait_ready()
+        await wait_ready(again)
         _assert_exactly_once(acknowledged, _listed_ids(tmp_path, len(bodies)))
 
 
-async def _post(serve: Serve, body: bytes) -> httpx.Response:
+async def _post(serve: ServerProcess, body: bytes) -> httpx.Response:
     async with httpx.AsyncClient(base_url=serve.url, timeout=30) as client:
         return await client.post("/webhook/drill", content=body)
 
@@ -199,14 +156,16 @@ async def test_database_outage_is_spooled_and_drained(
     dsn = postgres.start()
     bodies = _bodies("outage", 200_000)
     with serving(tmp_path, database_url=dsn) as serve:
-        await serve.wait_ready()
+        await wait_ready(serve)
         load, results = await _load_until(serve.port, bodies, acknowledged_at_least=500)
         postgres.stop()
         outage_start, acknowledged_before = time.monotonic(), len(results.acknowledged())
 
         async def outage_over() -> bool:
-            return (time.monotonic() - outage_start >= OUTAGE_SECONDS
-                    and len(results.acknowledged()) >= acknowledged_before + 1000)  # fmt: skip
+            return (
+                time.monotonic() - outage_start >= OUTAGE_SECONDS
+                and len(results.acknowledged()) >= acknowledged_before + 1000
+            )
 
         await wait_until(outage_over, timeout=OUTAGE_SECONDS + 30, what="the outage")
         assert any((tmp_path / "spool").rglob("*.spool")), "nothing was spooled"
@@ -234,19 +193,19 @@ async def test_server_killed_while_spooling_drains_on_restart(
 ) -> None:
     dsn = postgres.start()
     bodies = _bodies("spoolkill", 20_000)
-    serve = Serve(tmp_path, database_url=dsn)
+    serve = start_serve(tmp_path, database_url=dsn)
     try:
-        await serve.wait_ready()
+        await wait_ready(serve)
         postgres.stop()
         load, results = await _load_until(serve.port, bodies, acknowledged_at_least=1000)
-        serve.kill_group()
+        serve.kill()
         await load
     finally:
         serve.stop()
     acknowledged = [bodies[i] for i in results.acknowledged()]
     postgres.start()
     with serving(tmp_path, database_url=dsn) as again:
-        await again.wait_ready()
+        await wait_ready(again)
 
         await _spool_drained(tmp_path)
     _assert_exactly_once(acknowledged, await _stored_ids(dsn))
@@ -258,7 +217,7 @@ async def test_full_spool_answers_503_and_recovers(
     dsn = postgres.start()
     bodies = _bodies("full", 400)
     with serving(tmp_path, database_url=dsn, spool_max_bytes=64 * 1024) as serve:
-        await serve.wait_ready()
+        await wait_ready(serve)
         postgres.stop()
         results = await post_many(serve.port, "/webhook/drill", bodies[:300], connections=1)
         statuses = [results.statuses[i] for i in range(300)]
@@ -282,9 +241,9 @@ async def test_full_spool_answers_503_and_recovers(
 
 async def test_sigterm_under_load_answers_everything_in_flight(tmp_path: Path) -> None:
     bodies = _bodies("term", 30_000)
-    serve = Serve(tmp_path)
+    serve = start_serve(tmp_path)
     try:
-        await serve.wait_ready()
+        await wait_ready(serve)
         load, results = await _load_until(serve.port, bodies, acknowledged_at_least=1000)
         serve.process.send_signal(signal.SIGTERM)
         assert serve.process.wait(timeout=60) == 0
@@ -296,5 +255,5 @@ async def test_sigterm_under_load_answers_everything_in_flight(tmp_path: Path) -
     assert set(results.statuses.values()) == {200}
     acknowledged = [bodies[i] for i in results.acknowledged()]
     with serving(tmp_path) as again:
-        await again.wait_ready()
+        await wait_ready(again)
         _assert_exactly_once(acknowledged, _listed_ids(tmp_path, len(bodies)))

@@ -20,8 +20,8 @@ from app.errors import StorageUnavailable
 from app.records import IncomingRequest, incoming
 from app.replay import SpoolDrainer
 from app.spool import Spool
-from tests.conftest import wait_until
 from tests.corpus import cloud_text
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -112,7 +112,9 @@ async def test_a_batch_postgresql_does_not_take_in_time_is_spooled_then_drained(
     finally:
         await locker.close()
 
-    drainer = asyncio.get_running_loop().create_task(SpoolDrainer([spool], writer).run())
+    drainer = asyncio.get_running_loop().create_task(
+        SpoolDrainer([spool], writer, max_events=1000).run()
+    )
     try:
 
         async def drained() -> bool:

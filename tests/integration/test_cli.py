@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -23,13 +20,10 @@ from click.testing import CliRunner
 from app.cli import main
 from app.config import Config, env_name, field_names
 from app.embedded import EmbeddedPostgres
-from tests.conftest import fresh_database, running_server
 from tests.corpus import CASES, CLOUD_STATUS, CLOUD_TEXT, ONPREM_TEXT, Case
-
-# `app.cli` has no `__main__` guard, so `python -m app.cli` would do nothing: run the
-# console script installed next to this interpreter.
-_SCRIPT = shutil.which("wabahook", path=str(Path(sys.executable).parent))
-CLI = [_SCRIPT] if _SCRIPT else [sys.executable, "-c", "from app.cli import main; main()"]
+from tests.support.cli import run_wabahook
+from tests.support.databases import fresh_database
+from tests.support.servers import running_server
 
 EVENT_KEYS = ("channel", "kind", "type", "id", "wa_id", "phone_number_id")
 EVENT_COLUMNS = "received_at  channel  kind  type  id  wa_id  phone_number_id"
@@ -54,31 +48,23 @@ POSTED: list[tuple[str, bytes, Case | None]] = [
 
 def _expected_events(channel: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
     return [
-        {"channel": ch, "kind": e.kind, "type": e.type, "id": e.message_id, "wa_id": e.wa_id,
-         "phone_number_id": e.phone_number_id}
-        for ch, _, case in POSTED if case is not None
+        {
+            "channel": ch,
+            "kind": e.kind,
+            "type": e.type,
+            "id": e.message_id,
+            "wa_id": e.wa_id,
+            "phone_number_id": e.phone_number_id,
+        }
+        for ch, _, case in POSTED
+        if case is not None
         for e in case.events
         if channel in (None, ch) and kind in (None, e.kind)
-    ]  # fmt: skip
-
-
-def _environment() -> dict[str, str]:
-    """This process's environment without any database or wabahook setting."""
-    return {
-        name: value
-        for name, value in os.environ.items()
-        if name != "DATABASE_URL" and not name.startswith("WABAHOOK_")
-    }
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [*CLI, *args], capture_output=True, env=_environment(), timeout=120, check=False
-    )
+    ]
 
 
 def ok(*args: str) -> bytes:
-    result = run_cli(*args)
+    result = run_wabahook(*args)
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     return result.stdout
 
@@ -190,7 +176,7 @@ def test_events_since(stored: Stored) -> None:
 
 
 def test_events_since_rejects_nonsense(stored: Stored) -> None:
-    result = run_cli("events", "--database-url", stored.database_url, "--since", "yesterday")
+    result = run_wabahook("events", "--database-url", stored.database_url, "--since", "yesterday")
 
     assert result.returncode == 2
     assert b"not a time or an age" in result.stderr
@@ -222,10 +208,15 @@ def test_requests_lists_every_body_with_its_outcome(stored: Stored) -> None:
 
     listed = [(r["channel"], r["outcome"], r["bytes"], r["sha256"], r["events"]) for r in requests]
     assert listed == [
-        (channel, case.outcome if case else "quarantined", len(body),
-         hashlib.sha256(body).hexdigest(), len(case.events) if case else 0)
+        (
+            channel,
+            case.outcome if case else "quarantined",
+            len(body),
+            hashlib.sha256(body).hexdigest(),
+            len(case.events) if case else 0,
+        )
         for channel, body, case in POSTED
-    ]  # fmt: skip
+    ]
     assert len({r["id"] for r in requests}) == len(POSTED)
 
 
@@ -281,7 +272,7 @@ def test_requests_body_gives_back_every_posted_body(stored: Stored) -> None:
 def test_requests_body_of_an_unknown_id_fails(stored: Stored) -> None:
     missing = str(uuid.uuid4())
 
-    result = run_cli("requests", "--database-url", stored.database_url, "--body", missing)
+    result = run_wabahook("requests", "--database-url", stored.database_url, "--body", missing)
 
     assert result.returncode != 0
     assert result.stdout == b""
@@ -290,7 +281,7 @@ def test_requests_body_of_an_unknown_id_fails(stored: Stored) -> None:
 
 
 def test_requests_body_rejects_a_malformed_id(stored: Stored) -> None:
-    result = run_cli("requests", "--database-url", stored.database_url, "--body", "42")
+    result = run_wabahook("requests", "--database-url", stored.database_url, "--body", "42")
 
     assert result.returncode == 2
     assert b"not a valid UUID" in result.stderr
@@ -326,7 +317,7 @@ def test_commands_without_database_url_run_the_embedded_server(data_dir: Path) -
 
 
 def test_events_on_a_new_data_dir_prints_an_empty_table(data_dir: Path) -> None:
-    result = run_cli("events", "--data-dir", str(data_dir))
+    result = run_wabahook("events", "--data-dir", str(data_dir))
 
     # Not an assertion: a server left running must fail this test, not count as the bug.
     if EmbeddedPostgres.running_dsn(data_dir) is not None:

@@ -15,27 +15,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import asyncpg
 import pytest
 
 from app.embedded import EmbeddedPostgres
+from tests.support.databases import execute, fetch
+from tests.support.environment import scrubbed_environment
+from tests.support.postgres import postmaster_pid
+from tests.support.processes import kill_group, start_group
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-async def _run(dsn: str, *statements: str) -> list[Any]:
-    """Run statements in one connection; return the first column of the last one's rows."""
-    connection = await asyncpg.connect(dsn)
-    try:
-        for statement in statements[:-1]:
-            await connection.execute(statement)
-        return [row[0] for row in await connection.fetch(statements[-1])]
-    finally:
-        await connection.close()
-
-
-def query(dsn: str, *statements: str) -> list[Any]:
-    return asyncio.run(_run(dsn, *statements))
+def query(dsn: str, statement: str) -> list[Any]:
+    """The first column of the statement's rows."""
+    return [row[0] for row in asyncio.run(fetch(dsn, statement))]
 
 
 def is_alive(pid: int) -> bool:
@@ -86,7 +79,9 @@ def test_restart_keeps_data(tmp_path: Path, servers: list[EmbeddedPostgres]) -> 
     first = EmbeddedPostgres(tmp_path)
     servers.append(first)
     with first as dsn:
-        query(dsn, "create table kept (v text)", "insert into kept values ('before')", "select 1")
+        asyncio.run(
+            execute(dsn, "create table kept (v text)", "insert into kept values ('before')")
+        )
     assert EmbeddedPostgres.running_dsn(tmp_path) is None
 
     second = EmbeddedPostgres(tmp_path)
@@ -120,15 +115,14 @@ def kill9_after_child_starts(data_dir: Path, body: str) -> list[str]:
     prelude = "import asyncio, sys\nfrom pathlib import Path\nimport asyncpg\n"
     prelude += "from app.embedded import EmbeddedPostgres\n"
     prelude += "dsn = EmbeddedPostgres(Path(sys.argv[1])).start()\n"
-    child = subprocess.Popen(
+    child = start_group(
         [sys.executable, "-c", prelude + textwrap.dedent(body), str(data_dir)],
+        env=scrubbed_environment({"PYTHONPATH": str(REPO)}),
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        start_new_session=True,
     )
     try:
         assert child.stdout is not None
@@ -136,9 +130,9 @@ def kill9_after_child_starts(data_dir: Path, body: str) -> list[str]:
         assert readable, "child did not get ready in time"
         line = child.stdout.readline().split()
         assert line, child.communicate()[1]
-        postmaster = int((data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
+        postmaster = postmaster_pid(data_dir)
     finally:
-        os.killpg(child.pid, signal.SIGKILL)
+        kill_group(child)
         child.communicate()
     # The postmaster died with the group (a zombie at most) and left its pid file behind.
     assert not is_alive(postmaster)

@@ -9,8 +9,8 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import wait_until
 from tests.corpus import cloud_text
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -21,6 +21,7 @@ from app.asgi import build_app
 from app.asgi_types import ASGIApp, Message
 from app.config import Config
 from tests.corpus import CASES
+from tests.support.databases import fresh_database
 
 MAX_BODY = 64 * 1024
 
@@ -80,11 +81,19 @@ class Harness:
                 sent.append(message)
 
             scope: dict[str, Any] = {
-                "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-                "method": method, "path": path, "raw_path": path.encode(errors="replace"),
-                "query_string": b"", "headers": headers, "client": ("127.0.0.1", 1),
-                "server": ("127.0.0.1", 8000), "scheme": "http", "root_path": "",
-            }  # fmt: skip
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": method,
+                "path": path,
+                "raw_path": path.encode(errors="replace"),
+                "query_string": b"",
+                "headers": headers,
+                "client": ("127.0.0.1", 1),
+                "server": ("127.0.0.1", 8000),
+                "scheme": "http",
+                "root_path": "",
+            }
             await self.app(scope, receive, send)
             assert sent[0]["type"] == "http.response.start"
             return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
@@ -107,8 +116,6 @@ class Harness:
 def harness(
     server_dsn: str, template_database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Harness]:
-    from tests.conftest import fresh_database
-
     with fresh_database(server_dsn, template_database) as url:
         data_dir = Path(tmp_path_factory.mktemp("fuzz"))
         config = Config(database_url=url, data_dir=str(data_dir), max_body=MAX_BODY)
@@ -170,9 +177,13 @@ methods = st.sampled_from(["POST", "GET", "PUT", "HEAD", "DELETE", "OPTIONS", "P
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(method=methods, path=paths, headers=headers, body=bodies, chunk=st.integers(1, 4096))
 def test_no_input_gets_a_500_or_escapes(
-    harness: Harness, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes,
+    harness: Harness,
+    method: str,
+    path: str,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
     chunk: int,
-) -> None:  # fmt: skip
+) -> None:
     chunks = [body[i : i + chunk] for i in range(0, len(body), chunk)]
     status, _ = harness.request(method, path, headers, chunks)
     assert status in (200, 404, 405, 413), status

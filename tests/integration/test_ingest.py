@@ -12,9 +12,10 @@ import httpx
 import pytest
 
 from app.config import Config
-from tests.conftest import fresh_database, running_server
 from tests.corpus import CASES, CLOUD_STATUS, Case, cloud_text, onprem_text
 from tests.load_client import post_many
+from tests.support.databases import connected, fresh_database
+from tests.support.servers import running_server
 
 pytestmark = pytest.mark.anyio
 
@@ -27,7 +28,9 @@ def _client(base_url: str, connections: int = 100) -> httpx.AsyncClient:
 async def _events(db: asyncpg.Connection, channel: str) -> list[tuple[object, ...]]:
     rows = await db.fetch(
         "SELECT channel, kind, type, message_id, wa_id, phone_number_id FROM wabahook_events"
-        " WHERE channel = $1 ORDER BY request_id, seq", channel)  # fmt: skip
+        " WHERE channel = $1 ORDER BY request_id, seq",
+        channel,
+    )
     return [tuple(row) for row in rows]
 
 
@@ -51,14 +54,13 @@ async def test_every_corpus_body_is_acknowledged_and_stored(
     async with _client(base_url) as client:
         response = await client.post(f"/webhook/{channel}", content=case.body)
     assert response.status_code == 200
-    db = await asyncpg.connect(database_url)
-    try:
+    async with connected(database_url) as db:
         request = await db.fetchrow(
             "SELECT channel, outcome, body, sha256, events FROM wabahook_requests"
-            " WHERE channel = $1", channel)  # fmt: skip
+            " WHERE channel = $1",
+            channel,
+        )
         stored = await _events(db, channel)
-    finally:
-        await db.close()
     assert request["outcome"] == case.outcome
     assert bytes(request["body"]) == case.body
     assert bytes(request["sha256"]) == hashlib.sha256(case.body).digest()

@@ -16,7 +16,8 @@ import pytest
 import app.sql
 from app.sql import migrations, queries, schema
 from app.storage import migrate
-from tests.conftest import _admin, wait_until, with_database
+from tests.support.databases import create_database, drop_database, execute
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -103,15 +104,15 @@ async def empty_database(server_dsn: str) -> AsyncIterator[Callable[[], Awaitabl
 
     async def make() -> str:
         name = f"wabahook_migration_{uuid.uuid4().hex[:12]}"
-        await _admin(server_dsn, f"CREATE DATABASE {name}")
+        url = await create_database(server_dsn, name)
         names.append(name)
-        return with_database(server_dsn, name)
+        return url
 
     try:
         yield make
     finally:
         for name in names:
-            await _admin(server_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            await drop_database(server_dsn, name)
 
 
 def test_migration_properly_named() -> None:
@@ -184,11 +185,7 @@ async def test_concurrent_migrate_applies_each_migration_once(
 ) -> None:
     # The bookkeeping table exists (an earlier release made it): the advisory lock decides.
     url = await empty_database()
-    connection = await asyncpg.connect(url)
-    try:
-        await connection.execute(queries["create_migrations_table"])
-    finally:
-        await connection.close()
+    await execute(url, queries["create_migrations_table"])
 
     first, second, recorded = await _migrate_twice_at_once(url)
 
