@@ -13,6 +13,7 @@ import traceback
 
 from app.asgi_types import ASGIApp, Receive, Scope, Send, respond
 from app.body_limit import BodyLimit
+from app.channel_budget import ChannelBudget, retry_after
 from app.config import Config
 from app.error_guard import ErrorGuard
 from app.errors import NotDurable, Overloaded
@@ -34,6 +35,11 @@ class Wabahook:
         self.config = config
         self.service: Service | None = None
         self._retry_after = [(b"retry-after", str(config.retry_after_s).encode())]
+        self._budget = (
+            ChannelBudget(config.channel_bytes_per_s, config.channel_burst_bytes)
+            if config.channel_bytes_per_s
+            else None
+        )
         # The webhook route's own middleware.
         self._webhook = BodyLimit(self._ingest, config.max_body, config.body_timeout_s)
 
@@ -41,8 +47,12 @@ class Wabahook:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
-        if scope["type"] != "http":
-            return  # websockets are not served; uvicorn closes the connection
+        if scope["type"] == "websocket":
+            # Not served. Closing before accepting makes the server refuse the handshake
+            # (uvicorn answers 403), a client error rather than an aborted connection.
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 1008})
+            return
         path: str = scope["path"]
         method: str = scope["method"]
         if path == _WEBHOOK or path.startswith(_WEBHOOK + "/"):
@@ -68,7 +78,16 @@ class Wabahook:
     async def _ingest(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert self.service is not None, "lifespan startup has not run"
         message = await receive()
-        request = incoming(message["body"], scope["wabahook.channel"])
+        channel = scope["wabahook.channel"]
+        body = message["body"]
+        if self._budget is not None:
+            wait = self._budget.take(channel, len(body))
+            if wait:
+                seconds = retry_after(wait, self.config.retry_after_s)
+                retry = [(b"retry-after", str(seconds).encode())]
+                await respond(send, 503, b"channel over its byte budget, retry later\n", retry)
+                return
+        request = incoming(body, channel, max_events=self.config.max_events)
         try:
             await self.service.copy_buffer.submit(request)
         except Overloaded:

@@ -1,14 +1,17 @@
 """Read the whole body once, never buffering more than the cap: 413 past it, and 408 for a
 client that takes longer than the read timeout to send it (a slow-body attack holds no
-worker for long)."""
+worker for long).
+
+A declared Content-Length over the cap is answered before a byte of the body is read, and so
+before uvicorn would send `100 Continue`. A chunked body is refused as soon as it passes the
+cap. Either way the connection is closed: what the client still sends is not read.
+"""
 
 from __future__ import annotations
 
 import asyncio
 
 from app.asgi_types import ASGIApp, Message, Receive, Scope, Send, respond
-
-_DRAIN_LIMIT = 8 * 1024 * 1024  # bytes of an oversize body read and dropped before answering
 
 
 class BodyLimit:
@@ -24,7 +27,7 @@ class BodyLimit:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if not value.isdigit() or int(value) > self.max_body:
-                    await self._too_large(receive, send)
+                    await self._too_large(send)
                     return
                 break
         chunks: list[bytes] = []
@@ -38,8 +41,7 @@ class BodyLimit:
                     chunk = message.get("body", b"")
                     size += len(chunk)
                     if size > self.max_body:
-                        more_body = message.get("more_body", False)
-                        await self._too_large(receive, send, more_body)
+                        await self._too_large(send)
                         return
                     chunks.append(chunk)
                     if not message.get("more_body", False):
@@ -51,16 +53,7 @@ class BodyLimit:
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         await self.app(scope, _replay(body, receive), send)
 
-    async def _too_large(self, receive: Receive, send: Send, more_body: bool = True) -> None:
-        # Read on (discarding) for a while, so a client still sending sees the 413 rather than
-        # a reset connection; a bounded amount, so an endless stream can't hold us.
-        discarded = 0
-        while more_body and discarded <= _DRAIN_LIMIT:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            discarded += len(message.get("body", b""))
-            more_body = message.get("more_body", False)
+    async def _too_large(self, send: Send) -> None:
         text = f"body larger than {self.max_body} bytes\n".encode()
         await respond(send, 413, text, [(b"connection", b"close")])
 

@@ -112,6 +112,36 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     body_timeout_s: Annotated[
         float, _doc("longest a client may take to send a whole body before 408, s")
     ] = 30.0
+    channel_bytes_per_s: Annotated[
+        float,
+        _doc(
+            "body bytes one channel may store per second, per worker process; a body past "
+            "the budget gets 503 + Retry-After; 0 turns the budget off"
+        ),
+    ] = 16.0 * MiB
+    channel_burst_bytes: Annotated[
+        int, _doc("body bytes a channel may store at once above its rate, bytes (>= max_body)")
+    ] = 64 * MiB
+    header_timeout_s: Annotated[
+        float,
+        _doc(
+            "longest a request head may take to arrive, from the connection's start or the "
+            "request's first byte, s; then the connection is closed"
+        ),
+    ] = 10.0
+    max_header_bytes: Annotated[
+        int, _doc("largest request line and headers, bytes; larger gets 431 and close")
+    ] = 32 * 1024
+    max_headers: Annotated[int, _doc("most header lines in a request; more get 431 and close")] = (
+        100
+    )
+    max_events: Annotated[
+        int,
+        _doc(
+            "most events extracted from one body; a body with more is stored raw as "
+            "'too_many_events', with no events, and answered 200"
+        ),
+    ] = 1000
     limit_concurrency: Annotated[
         int | None, _doc("most concurrent connections before uvicorn answers 503")
     ] = None
@@ -136,8 +166,18 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             "flush_timeout_ms",
             "timeout_keep_alive",
             "body_timeout_s",
+            "header_timeout_s",
+            "max_header_bytes",
+            "max_headers",
+            "max_events",
         )
-        not_negative = ("backpressure_ms", "spool_max_bytes", "shutdown_timeout_s")
+        not_negative = (
+            "backpressure_ms",
+            "spool_max_bytes",
+            "shutdown_timeout_s",
+            "channel_bytes_per_s",
+            "channel_burst_bytes",
+        )
         for name in positive + not_negative:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0 or (value == 0 and name in positive):
@@ -152,6 +192,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             raise ValueError("fd must be >= 0")
         if self.limit_concurrency is not None and self.limit_concurrency <= 0:
             raise ValueError("limit_concurrency must be positive")
+        if self.channel_bytes_per_s and self.channel_burst_bytes < self.max_body:
+            raise ValueError("channel_burst_bytes must be at least max_body")
         if self.pool_size < self.flush_slots:
             raise ValueError("pool_size must be at least flush_slots")
 

@@ -7,6 +7,7 @@ quarantines the whole body, so no half-extracted body is ever acknowledged as st
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -17,6 +18,7 @@ from app import payloads as p
 STORED: Final = "stored"
 UNKNOWN: Final = "unknown"
 QUARANTINED: Final = "quarantined"
+TOO_MANY_EVENTS: Final = "too_many_events"
 
 
 class Event(msgspec.Struct, frozen=True):
@@ -38,13 +40,25 @@ class Normalised(msgspec.Struct, frozen=True):
 
 _QUARANTINED = Normalised(QUARANTINED, [])
 _UNKNOWN = Normalised(UNKNOWN, [])
+_TOO_MANY_EVENTS = Normalised(TOO_MANY_EVENTS, [])
 
 
 class _BrokenContainer(Exception):
     """A container of the skeleton has the wrong JSON type."""
 
 
-def normalise(body: bytes) -> Normalised:
+class _TooManyEvents(Exception):
+    """The body holds more events than one body may bring."""
+
+
+def _make_room(events: list[Event], count: int, max_events: int) -> None:
+    if len(events) + count > max_events:
+        raise _TooManyEvents
+
+
+def normalise(body: bytes, max_events: int = sys.maxsize) -> Normalised:
+    """The body's outcome and events; past `max_events` events, none are kept (the body is
+    stored raw as `too_many_events`), and the walk stops there."""
     try:
         # msgspec skips unknown fields without checking their UTF-8, so check it once here.
         body.decode("utf-8")
@@ -52,18 +66,21 @@ def normalise(body: bytes) -> Normalised:
         if "object" in members or "entry" in members:
             if p.any_decoder.decode(members.get("object", b"null")) != p.CLOUD_OBJECT:
                 return _UNKNOWN
-            events = _walk_cloud(members)
+            events = _walk_cloud(members, max_events)
         elif p.ONPREM_KEYS.isdisjoint(members):
             return _UNKNOWN
         else:
             events = []
-            _walk_value(members, events, phone_number_id=None, waba_id=None)
-    except (msgspec.DecodeError, UnicodeDecodeError, _BrokenContainer):
+            _walk_value(members, events, max_events, phone_number_id=None, waba_id=None)
+    # RecursionError: nesting deeper than the decoder follows, which no WhatsApp body has.
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, _BrokenContainer):
         return _QUARANTINED
+    except _TooManyEvents:
+        return _TOO_MANY_EVENTS
     return Normalised(STORED, events)
 
 
-def _walk_cloud(members: dict[str, msgspec.Raw]) -> list[Event]:
+def _walk_cloud(members: dict[str, msgspec.Raw], max_events: int) -> list[Event]:
     events: list[Event] = []
     entries = p.entries_decoder.decode(members["entry"]) if "entry" in members else []
     for entry in entries:
@@ -73,8 +90,9 @@ def _walk_cloud(members: dict[str, msgspec.Raw]) -> list[Event]:
                 raise _BrokenContainer
             value = p.object_decoder.decode(change.value)
             if change.field == "messages":
-                _walk_value(value, events, _phone_number_id(value), waba_id)
+                _walk_value(value, events, max_events, _phone_number_id(value), waba_id)
             else:
+                _make_room(events, 1, max_events)
                 # docs/protocol.md §6: other fields name their business by the WABA (entry id) only.
                 events.append(
                     Event(
@@ -95,13 +113,16 @@ def _walk_cloud(members: dict[str, msgspec.Raw]) -> list[Event]:
 def _walk_value(
     members: dict[str, msgspec.Raw],
     events: list[Event],
+    max_events: int,
     phone_number_id: str | None,
     waba_id: str | None,
 ) -> None:
     """An On-Premise body, or the `value` of a Cloud `messages` change: keys in body order."""
     for key, raw in members.items():
         if key == "messages":
-            for item in p.array_decoder.decode(raw):
+            items = p.array_decoder.decode(raw)
+            _make_room(events, len(items), max_events)
+            for item in items:
                 message = p.message_decoder.decode(item)
                 events.append(
                     Event(
@@ -117,7 +138,9 @@ def _walk_value(
                     )
                 )
         elif key == "statuses":
-            for item in p.array_decoder.decode(raw):
+            items = p.array_decoder.decode(raw)
+            _make_room(events, len(items), max_events)
+            for item in items:
                 status = p.status_decoder.decode(item)
                 recipient = status.recipient_id
                 if recipient is None and isinstance(status.message, dict):
@@ -136,7 +159,9 @@ def _walk_value(
                     )
                 )
         elif key == "errors":
-            for item in p.array_decoder.decode(raw):
+            items = p.array_decoder.decode(raw)
+            _make_room(events, len(items), max_events)
+            for item in items:
                 error = p.error_decoder.decode(item)
                 events.append(
                     Event(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -109,9 +110,10 @@ def incoming(
     channel: str,
     request_id: uuid.UUID | None = None,
     received_at: datetime | None = None,
+    max_events: int = sys.maxsize,
 ) -> IncomingRequest:
     """Normalise a body as it arrives (or, with its original id and time, as it is replayed)."""
-    normalised = normalise(body)
+    normalised = normalise(body, max_events)
     return IncomingRequest(
         id=request_id or uuid7(),
         received_at=received_at or datetime.now(UTC),

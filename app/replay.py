@@ -29,9 +29,10 @@ class SpoolDrainer:
     the writer stores each batch as a flush would.
     """
 
-    def __init__(self, spools: list[Spool], writer: BatchWriter) -> None:
+    def __init__(self, spools: list[Spool], writer: BatchWriter, max_events: int) -> None:
         self._spools = spools
         self._writer = writer
+        self._max_events = max_events
 
     async def run(self) -> None:
         delay = _FIRST_DELAY
@@ -72,7 +73,7 @@ class SpoolDrainer:
                 while batch := await asyncio.to_thread(next, batches, None):
                     replayed = True
                     # A flush's own store: a body PostgreSQL refuses is kept quarantined.
-                    await self._writer.store_isolating(_restored(batch))
+                    await self._writer.store_isolating(self._restored(batch))
                     await asyncio.to_thread(spool.release, batch)
                     self._writer.storage_recovered()
                     logger.info(
@@ -84,6 +85,9 @@ class SpoolDrainer:
                         },
                     )
 
-
-def _restored(batch: SpoolBatch) -> list[IncomingRequest]:
-    return [incoming(r.body, r.channel, r.id, r.received_at) for r in batch.requests]
+    def _restored(self, batch: SpoolBatch) -> list[IncomingRequest]:
+        """The requests as acknowledged: same ids and times, the bodies normalised again."""
+        return [
+            incoming(r.body, r.channel, r.id, r.received_at, self._max_events)
+            for r in batch.requests
+        ]

@@ -113,7 +113,9 @@ async def _writing(config: Config, pool: Pool) -> AsyncIterator[BatchWriter]:
     base = Path(config.data_dir) / "spool"
     mine, orphans = await asyncio.to_thread(worker_spools, base, config.spool_max_bytes)
     writer = BatchWriter(store, probe, mine, flush_timeout)
-    drainer = asyncio.get_running_loop().create_task(SpoolDrainer([*orphans, mine], writer).run())
+    drainer = asyncio.get_running_loop().create_task(
+        SpoolDrainer([*orphans, mine], writer, config.max_events).run()
+    )
     try:
         yield writer
     finally:

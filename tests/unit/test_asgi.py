@@ -16,7 +16,7 @@ import pytest
 
 from app.asgi import DEFAULT_CHANNEL, Wabahook, build_app
 from app.asgi_types import ASGIApp, Message, Receive, Scope, Send, respond
-from app.body_limit import _DRAIN_LIMIT, BodyLimit
+from app.body_limit import BodyLimit
 from app.config import Config
 from app.error_guard import ErrorGuard
 
@@ -290,12 +290,13 @@ async def test_readyz_before_startup_is_503_starting(wabahook: Wabahook, method:
         assert response.text == "starting\n"
 
 
-async def test_websocket_scope_is_not_served(wabahook: Wabahook) -> None:
+async def test_websocket_handshake_is_refused(wabahook: Wabahook) -> None:
+    # A close before accept: the server refuses the handshake (uvicorn answers 403).
     sent = Sent()
-    receive, calls, _ = scripted_receive()
+    receive, calls, _ = scripted_receive({"type": "websocket.connect"})
     await bounded(wabahook({"type": "websocket", "path": "/webhook"}, receive, sent))
-    assert sent.messages == []
-    assert calls == [0]
+    assert sent.messages == [{"type": "websocket.close", "code": 1008}]
+    assert calls == [1]
 
 
 async def test_real_webhook_stack_limits_the_body_before_ingest() -> None:
@@ -388,7 +389,7 @@ async def test_one_byte_past_cap_chunked_is_413(limited: BodyLimit, echo: Echo) 
 
 
 async def test_chunked_past_cap_in_a_final_chunk_is_413(echo: Echo) -> None:
-    # The byte past the cap arrives in the last message (more_body False): nothing to drain.
+    # The byte past the cap arrives in the last message (more_body False).
     sent = Sent()
     receive, calls, _ = scripted_receive(chunk(b"x" * CAP, True), chunk(b"y", False))
     await bounded(BodyLimit(echo, CAP, GUARD)(http_scope(), receive, sent))
@@ -507,34 +508,31 @@ async def test_disconnect_mid_body_sends_nothing(echo: Echo, before: list[Messag
     assert calls == [len(before) + 1]
 
 
-async def test_disconnect_while_draining_an_oversize_body_sends_nothing(echo: Echo) -> None:
+@pytest.mark.parametrize("declared", [CAP + 1, 10**12])
+async def test_declared_oversize_is_413_before_reading_a_byte(echo: Echo, declared: int) -> None:
+    # Not a single receive: uvicorn sends `100 Continue` only on the app's first receive,
+    # and a client that declares too much and then sends nothing is answered at once.
     sent = Sent()
-    receive, _, _ = scripted_receive(chunk(b"x" * (CAP + 1), True), {"type": "http.disconnect"})
-    await bounded(BodyLimit(echo, CAP, GUARD)(http_scope(), receive, sent))
-    assert sent.messages == []
+    receive, calls, _ = scripted_receive()
+    scope = http_scope(headers=[(b"content-length", str(declared).encode())])
+    await bounded(BodyLimit(echo, CAP, GUARD)(scope, receive, sent))
+    assert calls == [0]
+    assert sent.status == 413
+    assert sent.headers[b"connection"] == b"close"
     assert echo.calls == 0
 
 
-@pytest.mark.parametrize(
-    ("first", "reads"),
-    [(_DRAIN_LIMIT - 1, 3), (_DRAIN_LIMIT, 2)],
-    ids=["reaches_limit_on_second_read", "reaches_limit_on_first_read"],
-)
-async def test_oversize_drain_stops_just_past_the_drain_limit(
-    echo: Echo, first: int, reads: int
-) -> None:
-    # A declared oversize body of an endless stream: the drain reads on while it has
-    # discarded at most _DRAIN_LIMIT bytes, and answers 413 at the first byte past it.
+async def test_chunked_oversize_is_413_without_reading_on(echo: Echo) -> None:
+    # An endless chunked stream: answered at the first chunk past the cap, not drained.
     calls = [0]
 
     async def endless() -> Message:
         calls[0] += 1
-        return chunk(b"x" * first if calls[0] == 1 else b"y", True)
+        return chunk(b"x" * (CAP // 2), True)
 
-    scope = http_scope(headers=[(b"content-length", str(10 * _DRAIN_LIMIT).encode())])
     sent = Sent()
-    await bounded(BodyLimit(echo, CAP, GUARD)(scope, endless, sent))
-    assert calls == [reads]
+    await bounded(BodyLimit(echo, CAP, GUARD)(http_scope(), endless, sent))
+    assert calls == [3]
     assert sent.status == 413
     assert echo.calls == 0
 

@@ -1,0 +1,148 @@
+"""The HTTP/1.1 connection: uvicorn's httptools protocol, with the limits it lacks.
+
+httptools buffers a request head without bound, and uvicorn has no timeout for it: one
+endless header grows the process by hundreds of MiB, and connections that send nothing, or
+drip their headers, are held until the descriptor table is full. Per connection, this adds:
+
+- a head timeout: a request head not complete `header_timeout_s` after the connection
+  opened, or after the request's first byte, closes the connection (408 when part of a
+  head had arrived);
+- a head size cap: a head past `max_header_bytes` gets 431 and the connection is closed;
+- a header count cap: more than `max_headers` header lines get 431 and close;
+- upgrades refused: httptools stops reading a request at `Connection: Upgrade`, so a POST
+  carrying `Upgrade: h2c` (what `curl --http2` sends to an http:// URL) would reach the app
+  with an empty body; it gets 400 and close instead, so no 200 ever covers unread bytes.
+
+The size cap is checked between reads: a head is cut within one read (at most 256 KiB)
+past the cap, never answered after growing without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+_STATUS = {
+    400: b"400 Bad Request",
+    408: b"408 Request Timeout",
+    431: b"431 Request Header Fields Too Large",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class HeadLimits:
+    header_timeout_s: float  # seconds
+    max_header_bytes: int  # bytes of request line and headers
+    max_headers: int  # header lines
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with bounded request heads; built by `protocol_factory`."""
+
+    def __init__(self, *args: Any, limits: HeadLimits, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._limits = limits
+        self._in_head = True  # a connection starts waiting for a head
+        self._head_bytes = 0  # bytes read while the current head was incomplete
+        self._headers_seen = 0
+        self._messages = 0  # requests begun on this connection
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._refused = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._start_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # answered and closing: the rest is not read
+        messages = self._messages
+        super().data_received(data)
+        # Only a read that began and ended inside one head counts whole; the first read of a
+        # head also carries what came before it, so it is left out (at most one read).
+        if self._in_head and self._messages == messages and not self._refused:
+            self._head_bytes += len(data)
+            if self._head_bytes > self._limits.max_header_bytes:
+                limit = self._limits.max_header_bytes
+                self._refuse(431, b"request head larger than %d bytes\n" % limit)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._messages += 1
+        self._in_head = True
+        self._head_bytes = 0
+        self._headers_seen = 0
+        if self._head_timer is None:
+            self._start_head_timer()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers_seen += 1
+        if self._headers_seen <= self._limits.max_headers:
+            super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._cancel_head_timer()
+        if self._headers_seen > self._limits.max_headers:
+            self._refuse(431, b"more than %d header lines\n" % self._limits.max_headers)
+        elif self.parser.should_upgrade() and not self._should_upgrade():
+            self._refuse(400, b"protocol upgrades are not supported: send HTTP/1.1 as is\n")
+        else:
+            super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._refused:
+            super().on_message_complete()
+
+    def _unsupported_upgrade_warning(self) -> None:
+        """Refused in `on_headers_complete` already: nothing to log per request."""
+
+    def _start_head_timer(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._head_timer = loop.call_later(self._limits.header_timeout_s, self._head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self._in_head or self._refused:
+            return
+        if self._messages == 0:
+            # Not a byte of a request arrived: close as an idle keep-alive connection is.
+            self._refused = True
+            self.transport.close()
+            return
+        self._refuse(408, b"request head not received in time\n")
+
+    def _refuse(self, status: int, text: bytes) -> None:
+        """Answer and close, before any app sees the request."""
+        self._refused = True
+        self._cancel_head_timer()
+        if self.transport.is_closing():
+            return
+        self.transport.write(
+            b"HTTP/1.1 %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+            % (_STATUS[status], len(text), text)
+        )
+        self.transport.close()
+
+
+def protocol_factory(limits: HeadLimits) -> Any:
+    """What uvicorn's `http=` takes: it calls this with its own arguments per connection."""
+    return functools.partial(LimitedHttpToolsProtocol, limits=limits)
