@@ -103,46 +103,37 @@ def main() -> None:
 @config_options(Config.__struct_fields__)
 def serve(**options: Any) -> None:
     """Serve POST /webhook[/<channel>], /healthz and /readyz with uvicorn."""
-    import uvicorn
+    import uvicorn  # imported here: the other commands start faster without it
+
+    from app import server
 
     config = _build_config(options)
     configure_logging(config.log_level)
     with _database(config, announce=True) as dsn:
         config = msgspec.structs.replace(config, database_url=dsn)
         config.export_to_environ()  # worker processes rebuild the same Config from it
-        uvicorn_config = uvicorn.Config(
-            "app.asgi:create_app",
-            factory=True,
-            host=config.host,
-            port=config.port,
-            fd=config.fd,
-            workers=config.workers,
-            loop="uvloop",
-            http="httptools",
-            lifespan="on",
-            ssl_certfile=config.ssl_certfile,
-            ssl_keyfile=config.ssl_keyfile,
-            timeout_keep_alive=config.timeout_keep_alive,
-            limit_concurrency=config.limit_concurrency,
-            access_log=False,  # contract 6: no per-request log line
-            server_header=False,
-            # Forwarded-for rewriting costs ~5% of a request and nothing here uses the address.
-            proxy_headers=False,
-            log_config=None,  # logging is configured above, once
+        if config.fd is not None:
+            server.prepare_inherited_socket(config.fd)
+        uvicorn_config = server.uvicorn_config(config)
+        descriptors = server.raise_descriptor_limit()
+        logger.info(
+            "serving with up to %d open files",
+            descriptors,
+            extra={"action": "serve_started", "open_files": descriptors},
         )
-        server = uvicorn.Server(uvicorn_config)
+        uvicorn_server = uvicorn.Server(uvicorn_config)
         # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again with
         # the handler it found installed: make that handler end us through the `finally`
         # that stops the embedded PostgreSQL, not kill us before it.
         with _signals_exit_cleanly():
             if config.workers == 1:
-                server.run()
+                uvicorn_server.run()
             else:
                 from uvicorn.supervisors import Multiprocess
 
                 sock = uvicorn_config.bind_socket()
                 Multiprocess(uvicorn_config, sockets=[sock]).run()
-    if not server.started and config.workers == 1:
+    if not uvicorn_server.started and config.workers == 1:
         sys.exit(3)
 
 
@@ -185,24 +176,35 @@ def migrate(**options: Any) -> None:
 @click.option(
     "--format", "output", type=click.Choice(["table", "jsonl"]), default="table", show_default=True
 )
+@click.option(
+    "--conflicts",
+    is_flag=True,
+    help="list the dedup conflicts instead: arrivals with a stored event's key but another "
+    "payload, each with both payloads",
+)
 def events(
     channel: str | None,
     kind: str | None,
     since: str | None,
     limit: int,
     output: str,
+    conflicts: bool,
     **options: Any,
 ) -> None:
-    """List stored events, oldest first."""
+    """List stored events, oldest first (or the dedup conflicts, with --conflicts)."""
     config = _build_config(options)
     since_time = _parse_since(since) if since else None
 
     async def run(dsn: str) -> list[dict[str, Any]]:
         async with storage.connect(dsn) as connection:
-            return await storage.select_events(connection, channel, kind, since_time, limit)
+            select = storage.select_event_conflicts if conflicts else storage.select_events
+            return await select(connection, channel, kind, since_time, limit)
 
     with _database(config, migrate=True) as dsn:
         rows = _run(run(dsn))
+    if conflicts:
+        _print_conflicts(rows, output)
+        return
     records = [
         {
             "event_id": row["id"],
@@ -224,9 +226,36 @@ def events(
     _print(records, output, columns)
 
 
+def _print_conflicts(rows: list[dict[str, Any]], output: str) -> None:
+    records = [
+        {
+            "conflict_id": row["id"],
+            "received_at": row["received_at"],
+            "channel": row["channel"],
+            "kind": row["kind"],
+            "type": row["type"],
+            "id": row["message_id"],
+            "wa_id": row["wa_id"],
+            "phone_number_id": row["phone_number_id"],
+            "request_id": row["request_id"],
+            "seq": row["seq"],
+            "payload": msgspec.Raw(row["payload"].encode()),
+            "kept_event_id": row["kept_event_id"],
+            "kept_request_id": row["kept_request_id"],
+            "kept_received_at": row["kept_received_at"],
+            "kept_payload": msgspec.Raw(row["kept_payload"].encode()),
+        }
+        for row in rows
+    ]
+    columns = ("received_at", "channel", "kind", "type", "id", "request_id", "kept_request_id")
+    _print(records, output, columns)
+
+
 @main.command()
 @config_options(_DATABASE_FIELDS)
-@click.option("--outcome", type=click.Choice(["stored", "unknown", "quarantined"]))
+@click.option(
+    "--outcome", type=click.Choice(["stored", "unknown", "quarantined", "too_many_events"])
+)
 @click.option("--channel", help="only bodies that arrived on this channel")
 @click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
 @click.option(

@@ -3,7 +3,8 @@
 Dropping a partition removes a day of requests and events at once, without the row
 deletes and the bloat a DELETE of old rows would leave. Dedup does not depend on it: the
 dedup insert looks back over the redelivery window across partitions, so a retention of at
-least `config.REDELIVERY_WINDOW_DAYS` keeps every redelivery harmless.
+least `config.REDELIVERY_WINDOW_DAYS` keeps every redelivery harmless. Dedup conflicts, rare
+and in one plain table, are deleted by age in the same run.
 """
 
 from __future__ import annotations
@@ -25,26 +26,38 @@ INTERVAL = 3600.0  # seconds between runs
 
 
 async def maintain(pool: Pool, retention_days: int, today: date | None = None) -> tuple[int, int]:
-    """Create the coming days' partitions and drop the expired ones: (created, dropped)."""
+    """Create the coming days' partitions, drop the expired ones and delete the expired dedup
+    conflicts: (partitions created, partitions dropped)."""
     today = today or datetime.now(UTC).date()
     oldest_kept = today - timedelta(days=retention_days)
     with wrap_exceptions():
-        async with pool.acquire() as connection, connection.transaction():
-            # Never queue ingestion behind this DDL for long: give up and retry next time.
-            await connection.execute(queries["limit_lock_wait"])
-            row = await connection.fetchrow(
-                queries["maintain_partitions"],
-                today,
-                today + timedelta(days=DAYS_AHEAD),
-                oldest_kept,
+        async with pool.acquire() as connection:
+            async with connection.transaction():
+                # Never queue ingestion behind this DDL for long: give up and retry next time.
+                await connection.execute(queries["limit_lock_wait"])
+                row = await connection.fetchrow(
+                    queries["maintain_partitions"],
+                    today,
+                    today + timedelta(days=DAYS_AHEAD),
+                    oldest_kept,
+                )
+            if row is None:  # another process holds the maintenance lock and does the work
+                return 0, 0
+            # A transaction of its own: the partition DDL's locks, which hold up ingestion,
+            # are released before this delete, however many rows it has to remove.
+            conflicts_deleted: int = await connection.fetchval(
+                queries["delete_expired_conflicts"], oldest_kept
             )
-    if row is None:  # another process holds the maintenance lock and does the work
-        return 0, 0
     created, dropped = int(row["created"]), int(row["dropped"])
-    if created or dropped:
+    if created or dropped or conflicts_deleted:
         logger.info(
             "partitions maintained",
-            extra={"action": "partitions_maintained", "created": created, "dropped": dropped},
+            extra={
+                "action": "partitions_maintained",
+                "created": created,
+                "dropped": dropped,
+                "conflicts_deleted": conflicts_deleted,
+            },
         )
     return created, dropped
 

@@ -95,7 +95,10 @@ async def migrate(connection: Connection) -> list[str]:
 
 
 async def write_batch(pool: Pool, batch: Sequence[IncomingRequest]) -> None:
-    """COPY into staging, move into the tables skipping duplicates, COMMIT: all or nothing."""
+    """COPY into staging, move into the tables skipping duplicates, COMMIT: all or nothing.
+
+    Dedup conflicts the batch recorded (docs/protocol.md §7) are logged once, after the COMMIT.
+    """
     started = time.perf_counter()
     events = [row for request in batch for row in request.event_rows()]
     with wrap_exceptions():
@@ -109,7 +112,13 @@ async def write_batch(pool: Pool, batch: Sequence[IncomingRequest]) -> None:
                 await connection.copy_records_to_table(
                     "wabahook_events_staging", records=events, columns=EVENT_COLUMNS
                 )
-            await connection.execute(queries["insert_staged"])
+            conflicts: int = await connection.fetchval(queries["insert_staged"])
+    if conflicts:
+        logger.warning(
+            "dedup recorded %d conflicting events: same key as a stored event, other payload",
+            conflicts,
+            extra={"action": "dedup_conflicts", "conflicts": conflicts},
+        )
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug(
             "batch flushed",
@@ -148,6 +157,20 @@ async def select_events(
 ) -> list[dict[str, Any]]:
     with wrap_exceptions():
         rows = await connection.fetch(queries["select_events"], channel, kind, since, limit)
+    return [dict(row) for row in rows]
+
+
+async def select_event_conflicts(
+    connection: Connection,
+    channel: str | None,
+    kind: str | None,
+    since: datetime | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    with wrap_exceptions():
+        rows = await connection.fetch(
+            queries["select_event_conflicts"], channel, kind, since, limit
+        )
     return [dict(row) for row in rows]
 
 

@@ -33,25 +33,64 @@ CREATE TEMP TABLE IF NOT EXISTS wabahook_events_staging (
 -- Move the staged batch into the real tables; redelivered requests and events add nothing.
 -- An event is new unless its key was stored in the last 8 days (config.REDELIVERY_WINDOW_DAYS;
 -- 360dialog retries for up to 7), whichever daily partition holds it; ON CONFLICT catches the
--- same key in the same day.
-INSERT INTO wabahook_requests (id, received_at, channel, outcome, sha256, events, body)
-SELECT id, received_at, channel, outcome, sha256, events, body FROM wabahook_requests_staging
-ON CONFLICT (id, received_at) DO NOTHING;
-INSERT INTO wabahook_events (dedup_key, received_on, request_id, seq, received_at, channel, kind,
-                             type, message_id, wa_id, phone_number_id, waba_id, event_ts, payload)
-SELECT s.dedup_key, (s.received_at AT TIME ZONE 'UTC')::date, s.request_id, s.seq,
-       s.received_at, s.channel, s.kind, s.type, s.message_id, s.wa_id, s.phone_number_id,
-       s.waba_id, s.event_ts, s.payload
-FROM wabahook_events_staging s
-WHERE NOT EXISTS (
-    -- OFFSET 0 keeps this a per-row index probe: flattened into an anti join, the planner
-    -- (knowing nothing of the staged rows) would hash whole partitions instead.
-    SELECT 1 FROM wabahook_events e
-    WHERE e.dedup_key = s.dedup_key
-      AND e.received_on >= (now() AT TIME ZONE 'UTC')::date - 8
-    OFFSET 0
+-- same key in the same day. A skipped event whose payload text differs from the stored event's
+-- is a dedup conflict (docs/protocol.md §7), recorded in wabahook_event_conflicts; the result is
+-- how many were. One statement without parameters: asyncpg prepares it once per connection and
+-- PostgreSQL keeps its plan, rather than planning every partition probe again at every flush.
+WITH requests AS (
+    INSERT INTO wabahook_requests (id, received_at, channel, outcome, sha256, events, body)
+    SELECT id, received_at, channel, outcome, sha256, events, body
+    FROM wabahook_requests_staging
+    ON CONFLICT (id, received_at) DO NOTHING
+),
+inserted AS (
+    INSERT INTO wabahook_events (dedup_key, received_on, request_id, seq, received_at, channel,
+                                 kind, type, message_id, wa_id, phone_number_id, waba_id,
+                                 event_ts, payload)
+    SELECT s.dedup_key, (s.received_at AT TIME ZONE 'UTC')::date, s.request_id, s.seq,
+           s.received_at, s.channel, s.kind, s.type, s.message_id, s.wa_id, s.phone_number_id,
+           s.waba_id, s.event_ts, s.payload
+    FROM wabahook_events_staging s
+    WHERE NOT EXISTS (
+        -- OFFSET 0 keeps this a per-row index probe: flattened into an anti join, the planner
+        -- (knowing nothing of the staged rows) would hash whole partitions instead.
+        SELECT 1 FROM wabahook_events e
+        WHERE e.dedup_key = s.dedup_key
+          AND e.received_on >= (now() AT TIME ZONE 'UTC')::date - 8
+        OFFSET 0
+    )
+    ON CONFLICT (dedup_key, received_on) DO NOTHING
+    RETURNING request_id, seq
+),
+conflicts AS (
+    INSERT INTO wabahook_event_conflicts (received_at, request_id, seq, dedup_key, channel, kind,
+                                          type, message_id, wa_id, phone_number_id, payload,
+                                          kept_event_id, kept_request_id, kept_received_at,
+                                          kept_payload)
+    SELECT s.received_at, s.request_id, s.seq, s.dedup_key, s.channel, s.kind, s.type,
+           s.message_id, s.wa_id, s.phone_number_id, s.payload, kept.id, kept.request_id,
+           kept.received_at, kept.payload
+    FROM (
+        -- The staged events dedup skipped (none, commonly). OFFSET 0 again: this anti join
+        -- runs first, so the probe below is made for skipped events only, not for every one.
+        SELECT * FROM wabahook_events_staging s
+        WHERE NOT EXISTS (
+            SELECT 1 FROM inserted i WHERE i.request_id = s.request_id AND i.seq = s.seq
+        )
+        OFFSET 0
+    ) s
+    JOIN LATERAL (
+        -- The stored event with the key, by the same per-row probe. The statement's snapshot
+        -- does not see the rows `inserted` wrote, so a copy that lost to another of the same
+        -- batch (or of a flush running at the same time) finds nothing here.
+        SELECT e.id, e.request_id, e.received_at, e.payload FROM wabahook_events e
+        WHERE e.dedup_key = s.dedup_key
+          AND e.received_on >= (now() AT TIME ZONE 'UTC')::date - 8
+        LIMIT 1
+    ) kept ON kept.payload::text <> s.payload::text  -- json keeps the text as received
+    RETURNING 1
 )
-ON CONFLICT (dedup_key, received_on) DO NOTHING
+SELECT count(*) FROM conflicts
 
 -- limit_lock_wait --
 -- Maintenance waits at most this long for a lock, inside its transaction.
@@ -62,6 +101,15 @@ SET LOCAL lock_timeout = '2s'
 SELECT wabahook_create_partitions_v1($1, $2) AS created, wabahook_drop_partitions_v1($3) AS dropped
 WHERE pg_try_advisory_xact_lock(7346092176)
 
+-- delete_expired_conflicts --
+-- Retention: delete the dedup conflicts that arrived before the UTC day $1; the result is how many.
+WITH deleted AS (
+    DELETE FROM wabahook_event_conflicts
+    WHERE received_at < $1::date::timestamp AT TIME ZONE 'UTC'
+    RETURNING 1
+)
+SELECT count(*) FROM deleted
+
 -- select_events --
 -- Stored events, oldest first; $1 channel, $2 kind, $3 received since, $4 limit (all optional but $4).
 SELECT id, channel, kind, type, message_id, wa_id, phone_number_id, waba_id, event_ts,
@@ -71,6 +119,18 @@ WHERE ($1::text IS NULL OR channel = $1)
   AND ($2::text IS NULL OR kind = $2)
   AND ($3::timestamptz IS NULL OR (received_at >= $3
                                   AND received_on >= ($3 AT TIME ZONE 'UTC')::date))
+ORDER BY id
+LIMIT $4
+
+-- select_event_conflicts --
+-- Recorded dedup conflicts, oldest first, each with the stored event's payload; $1 channel,
+-- $2 kind, $3 received since, $4 limit (all optional but $4).
+SELECT id, received_at, channel, kind, type, message_id, wa_id, phone_number_id, request_id, seq,
+       payload, kept_event_id, kept_request_id, kept_received_at, kept_payload
+FROM wabahook_event_conflicts
+WHERE ($1::text IS NULL OR channel = $1)
+  AND ($2::text IS NULL OR kind = $2)
+  AND ($3::timestamptz IS NULL OR received_at >= $3)
 ORDER BY id
 LIMIT $4
 

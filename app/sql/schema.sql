@@ -1,12 +1,14 @@
 -- The whole wabahook schema as the migrations leave it (tests keep the two equal).
--- Requests and events, partitioned by UTC day so retention drops whole partitions.
+-- Requests and events, partitioned by UTC day so retention drops whole partitions; the rare
+-- dedup conflicts in one plain table.
 
 CREATE TABLE wabahook_requests (
     id uuid NOT NULL,                     -- UUIDv7 made at arrival: time-ordered (lists sort by
                                           -- it, so no index on received_at), stable in the spool
     received_at timestamptz NOT NULL,     -- the partition key; kept when a spooled batch replays
     channel text NOT NULL,
-    outcome text NOT NULL CHECK (outcome IN ('stored', 'unknown', 'quarantined')),
+    outcome text NOT NULL
+        CHECK (outcome IN ('stored', 'unknown', 'quarantined', 'too_many_events')),
     sha256 bytea NOT NULL,
     events integer NOT NULL,              -- events extracted from the body, before dedup
     body bytea NOT NULL,                  -- the bytes exactly as received
@@ -45,6 +47,34 @@ ALTER SEQUENCE wabahook_events_id_seq OWNED BY wabahook_events.id;
 CREATE UNIQUE INDEX wabahook_events_dedup_key_v1 ON wabahook_events (dedup_key, received_on);
 
 CREATE TABLE wabahook_events_default PARTITION OF wabahook_events DEFAULT;
+
+-- An arriving event that dedup skipped because its key is stored within the redelivery window,
+-- while its payload differs from the stored event's (docs/protocol.md §7). The stored event
+-- stays as it is; the arrival is recorded here. Conflicts are rare: one plain table, whose
+-- expired rows retention deletes.
+CREATE TABLE wabahook_event_conflicts (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,  -- recording order: lists sort by it
+    received_at timestamptz NOT NULL,     -- arrival of the conflicting copy
+    request_id uuid NOT NULL,             -- the request that carried it
+    seq integer NOT NULL,                 -- its position in that body
+    dedup_key bytea NOT NULL,
+    channel text NOT NULL,
+    kind text NOT NULL,
+    type text,
+    message_id text,
+    wa_id text,
+    phone_number_id text,
+    payload json NOT NULL,                -- the conflicting event's JSON, as received
+    kept_event_id bigint NOT NULL,        -- the stored event (wabahook_events.id),
+    kept_request_id uuid NOT NULL,        -- the request that carried it,
+    kept_received_at timestamptz NOT NULL,  -- when it arrived,
+    kept_payload json NOT NULL            -- and its JSON, copied: the conflict outlives the
+                                          -- stored event's partition by up to the window
+);
+
+-- Retention deletes by arrival; `--since` lists by it.
+CREATE INDEX wabahook_event_conflicts_received_at_v1
+    ON wabahook_event_conflicts (received_at);
 
 -- Create the daily partitions from first_day to last_day that do not exist yet.
 CREATE FUNCTION wabahook_create_partitions_v1(first_day date, last_day date)
