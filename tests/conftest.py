@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -95,3 +97,20 @@ def server_factory(tmp_path: Path, db_factory: Callable[[], str]) -> Iterator[Ca
 def server(server_factory: Callable[..., str], database_url: str) -> str:
     """Base URL of a wabahook with default settings on this test's database."""
     return server_factory(database_url)
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A data directory for an embedded PostgreSQL, removed afterwards.
+
+    Not under pytest's basetemp, which pytest keeps 0700: run as root, the server runs as
+    another user, and `serve` only opens the data directory itself for it, never its parents.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="wabahook-data-"))
+    directory.chmod(0o755)  # the test's own directory: the server user may pass through
+    data = directory / "data"
+    data.mkdir()
+    try:
+        yield data
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -115,14 +115,14 @@ async def _load_until(
     return task, results
 
 
-async def test_kill_9_of_everything_under_load_loses_nothing(tmp_path: Path) -> None:
+async def test_kill_9_of_everything_under_load_loses_nothing(data_dir: Path) -> None:
     bodies = _bodies("kill", 30_000)
-    serve = start_serve(tmp_path)
+    serve = start_serve(data_dir)
     try:
         await wait_ready(serve)
         load, results = await _load_until(serve.port, bodies, acknowledged_at_least=1500)
         # The server, its workers and the embedded PostgreSQL, all at once.
-        postmaster = postmaster_pid(tmp_path)
+        postmaster = postmaster_pid(data_dir)
         serve.kill()
         os.kill(postmaster, signal.SIGKILL)
         await load
@@ -131,9 +131,9 @@ async def test_kill_9_of_everything_under_load_loses_nothing(tmp_path: Path) -> 
     acknowledged = [bodies[i] for i in results.acknowledged()]
     assert len(acknowledged) >= 1500
 
-    with serving(tmp_path) as again:
+    with serving(data_dir) as again:
         await wait_ready(again)
-        _assert_exactly_once(acknowledged, _listed_ids(tmp_path, len(bodies)))
+        _assert_exactly_once(acknowledged, _listed_ids(data_dir, len(bodies)))
 
 
 async def _post(serve: ServerProcess, body: bytes) -> httpx.Response:
@@ -142,20 +142,20 @@ async def _post(serve: ServerProcess, body: bytes) -> httpx.Response:
 
 
 @pytest.fixture
-def postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_path / "db")
-    (tmp_path / "db").mkdir()
+def postgres(data_dir: Path) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(data_dir / "db")
+    (data_dir / "db").mkdir()
     server.start()
     yield server
     server.stop()
 
 
 async def test_database_outage_is_spooled_and_drained(
-    tmp_path: Path, postgres: EmbeddedPostgres
+    data_dir: Path, postgres: EmbeddedPostgres
 ) -> None:
     dsn = postgres.start()
     bodies = _bodies("outage", 200_000)
-    with serving(tmp_path, database_url=dsn) as serve:
+    with serving(data_dir, database_url=dsn) as serve:
         await wait_ready(serve)
         load, results = await _load_until(serve.port, bodies, acknowledged_at_least=500)
         postgres.stop()
@@ -168,7 +168,7 @@ async def test_database_outage_is_spooled_and_drained(
             )
 
         await wait_until(outage_over, timeout=OUTAGE_SECONDS + 30, what="the outage")
-        assert any((tmp_path / "spool").rglob("*.spool")), "nothing was spooled"
+        assert any((data_dir / "spool").rglob("*.spool")), "nothing was spooled"
         postgres.start()
         acknowledged_during = len(results.acknowledged())
 
@@ -184,16 +184,16 @@ async def test_database_outage_is_spooled_and_drained(
         assert results.latency_quantile(0.99) < 1.0
         acknowledged = [bodies[i] for i in results.acknowledged()]
 
-        await _spool_drained(tmp_path)
+        await _spool_drained(data_dir)
         _assert_exactly_once(acknowledged, await _stored_ids(dsn))
 
 
 async def test_server_killed_while_spooling_drains_on_restart(
-    tmp_path: Path, postgres: EmbeddedPostgres
+    data_dir: Path, postgres: EmbeddedPostgres
 ) -> None:
     dsn = postgres.start()
     bodies = _bodies("spoolkill", 20_000)
-    serve = start_serve(tmp_path, database_url=dsn)
+    serve = start_serve(data_dir, database_url=dsn)
     try:
         await wait_ready(serve)
         postgres.stop()
@@ -204,19 +204,19 @@ async def test_server_killed_while_spooling_drains_on_restart(
         serve.stop()
     acknowledged = [bodies[i] for i in results.acknowledged()]
     postgres.start()
-    with serving(tmp_path, database_url=dsn) as again:
+    with serving(data_dir, database_url=dsn) as again:
         await wait_ready(again)
 
-        await _spool_drained(tmp_path)
+        await _spool_drained(data_dir)
     _assert_exactly_once(acknowledged, await _stored_ids(dsn))
 
 
 async def test_full_spool_answers_503_and_recovers(
-    tmp_path: Path, postgres: EmbeddedPostgres
+    data_dir: Path, postgres: EmbeddedPostgres
 ) -> None:
     dsn = postgres.start()
     bodies = _bodies("full", 400)
-    with serving(tmp_path, database_url=dsn, spool_max_bytes=64 * 1024) as serve:
+    with serving(data_dir, database_url=dsn, spool_max_bytes=64 * 1024) as serve:
         await wait_ready(serve)
         postgres.stop()
         results = await post_many(serve.port, "/webhook/drill", bodies[:300], connections=1)
@@ -234,26 +234,26 @@ async def test_full_spool_answers_503_and_recovers(
         await wait_until(accepting, timeout=60, what="PostgreSQL to take requests again")
         assert time.monotonic() - start < 60
 
-        await _spool_drained(tmp_path)
+        await _spool_drained(data_dir)
         acknowledged = [bodies[i] for i in range(first_refused)] + [bodies[300]]
         _assert_exactly_once(acknowledged, await _stored_ids(dsn))
 
 
-async def test_sigterm_under_load_answers_everything_in_flight(tmp_path: Path) -> None:
+async def test_sigterm_under_load_answers_everything_in_flight(data_dir: Path) -> None:
     bodies = _bodies("term", 30_000)
-    serve = start_serve(tmp_path)
+    serve = start_serve(data_dir)
     try:
         await wait_ready(serve)
         load, results = await _load_until(serve.port, bodies, acknowledged_at_least=1000)
         serve.process.send_signal(signal.SIGTERM)
         assert serve.process.wait(timeout=60) == 0
         await load
-        assert EmbeddedPostgres.running_dsn(tmp_path) is None, "embedded PostgreSQL left running"
+        assert EmbeddedPostgres.running_dsn(data_dir) is None, "embedded PostgreSQL left running"
     finally:
         serve.stop()
     # Requests after the listener closed fail to connect; none that was read gets a 5xx.
     assert set(results.statuses.values()) == {200}
     acknowledged = [bodies[i] for i in results.acknowledged()]
-    with serving(tmp_path) as again:
+    with serving(data_dir) as again:
         await wait_ready(again)
-        _assert_exactly_once(acknowledged, _listed_ids(tmp_path, len(bodies)))
+        _assert_exactly_once(acknowledged, _listed_ids(data_dir, len(bodies)))

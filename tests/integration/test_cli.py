@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -295,17 +293,6 @@ def test_migrate_on_a_migrated_database(stored: Stored) -> None:
 
 
 # --- the embedded default -----------------------------------------------------------------
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    """A data dir outside pytest's basetemp: as root the server runs as another user, and every
-    pytest session that starts (other checkouts too) makes /tmp/pytest-of-<user> 0700 again."""
-    directory = Path(tempfile.mkdtemp(prefix="wabahook-cli-"))
-    try:
-        yield directory / "data"
-    finally:
-        shutil.rmtree(directory)
 
 
 def test_commands_without_database_url_run_the_embedded_server(data_dir: Path) -> None:

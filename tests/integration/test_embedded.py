@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,14 +55,14 @@ def servers() -> Iterator[list[EmbeddedPostgres]]:
         server.stop()
 
 
-def test_start_connect_and_running_dsn(tmp_path: Path, servers: list[EmbeddedPostgres]) -> None:
-    assert EmbeddedPostgres.running_dsn(tmp_path) is None
-    server = EmbeddedPostgres(tmp_path)
+def test_start_connect_and_running_dsn(data_dir: Path, servers: list[EmbeddedPostgres]) -> None:
+    assert EmbeddedPostgres.running_dsn(data_dir) is None
+    server = EmbeddedPostgres(data_dir)
     servers.append(server)
     dsn = server.start()
 
     assert dsn.startswith("postgresql://postgres@/postgres?host=/")
-    assert EmbeddedPostgres.running_dsn(tmp_path) == dsn
+    assert EmbeddedPostgres.running_dsn(data_dir) == dsn
     settings = query(
         dsn,
         "select array[current_user, coalesce(inet_server_addr()::text, 'unix'),"
@@ -68,42 +71,42 @@ def test_start_connect_and_running_dsn(tmp_path: Path, servers: list[EmbeddedPos
         " current_setting('shared_buffers'), current_setting('server_encoding')]",
     )[0]
     assert settings == ["postgres", "unix", "", "on", "on", "200", "128MB", "UTF8"]
-    assert (tmp_path / "postgres.log").read_text().count("ready to accept connections") == 1
+    assert (data_dir / "postgres.log").read_text().count("ready to accept connections") == 1
 
     server.stop()
-    assert EmbeddedPostgres.running_dsn(tmp_path) is None
+    assert EmbeddedPostgres.running_dsn(data_dir) is None
     server.stop()  # idempotent
 
 
-def test_restart_keeps_data(tmp_path: Path, servers: list[EmbeddedPostgres]) -> None:
-    first = EmbeddedPostgres(tmp_path)
+def test_restart_keeps_data(data_dir: Path, servers: list[EmbeddedPostgres]) -> None:
+    first = EmbeddedPostgres(data_dir)
     servers.append(first)
     with first as dsn:
         asyncio.run(
             execute(dsn, "create table kept (v text)", "insert into kept values ('before')")
         )
-    assert EmbeddedPostgres.running_dsn(tmp_path) is None
+    assert EmbeddedPostgres.running_dsn(data_dir) is None
 
-    second = EmbeddedPostgres(tmp_path)
+    second = EmbeddedPostgres(data_dir)
     servers.append(second)
     assert query(second.start(), "select v from kept") == ["before"]
 
 
 def test_second_instance_reuses_running_server(
-    tmp_path: Path, servers: list[EmbeddedPostgres]
+    data_dir: Path, servers: list[EmbeddedPostgres]
 ) -> None:
-    owner = EmbeddedPostgres(tmp_path)
+    owner = EmbeddedPostgres(data_dir)
     servers.append(owner)
     dsn = owner.start()
 
-    guest = EmbeddedPostgres(tmp_path)
+    guest = EmbeddedPostgres(data_dir)
     servers.append(guest)
     assert guest.start() == dsn
     assert not guest.owns_server
     guest.stop()  # leaves the owner's server running
     assert query(dsn, "select 1") == [1]
-    assert EmbeddedPostgres.running_dsn(tmp_path) == dsn
-    assert (tmp_path / "postgres.log").read_text().count("ready to accept connections") == 1
+    assert EmbeddedPostgres.running_dsn(data_dir) == dsn
+    assert (data_dir / "postgres.log").read_text().count("ready to accept connections") == 1
 
 
 def kill9_after_child_starts(data_dir: Path, body: str) -> list[str]:
@@ -141,10 +144,10 @@ def kill9_after_child_starts(data_dir: Path, body: str) -> list[str]:
 
 
 def test_recovers_after_kill9_of_process_group(
-    tmp_path: Path, servers: list[EmbeddedPostgres]
+    data_dir: Path, servers: list[EmbeddedPostgres]
 ) -> None:
     child_dsn, *_ = kill9_after_child_starts(
-        tmp_path,
+        data_dir,
         """
         async def write():
             connection = await asyncpg.connect(dsn)
@@ -158,22 +161,22 @@ def test_recovers_after_kill9_of_process_group(
         """,
     )
 
-    server = EmbeddedPostgres(tmp_path)
+    server = EmbeddedPostgres(data_dir)
     servers.append(server)
     dsn = server.start()
     assert server.owns_server
     assert dsn == child_dsn
     assert query(dsn, "select v from survived") == ["committed"]
-    assert "not properly shut down" in (tmp_path / "postgres.log").read_text()
+    assert "not properly shut down" in (data_dir / "postgres.log").read_text()
 
 
 def test_kill9_leaving_a_busy_backend_behind(
-    tmp_path: Path, servers: list[EmbeddedPostgres]
+    data_dir: Path, servers: list[EmbeddedPostgres]
 ) -> None:
     # Backends setsid(), so the group kill misses them; one spinning in PL/pgSQL never checks
     # for postmaster death and must be killed by start().
     _, spinning = kill9_after_child_starts(
-        tmp_path,
+        data_dir,
         """
         async def spin():
             worker = await asyncpg.connect(dsn)
@@ -193,34 +196,34 @@ def test_kill9_leaving_a_busy_backend_behind(
     backend = int(spinning)
     try:
         assert is_alive(backend)
-        server = EmbeddedPostgres(tmp_path)
+        server = EmbeddedPostgres(data_dir)
         servers.append(server)
         assert query(server.start(timeout=20.0), "select 1") == [1]
         assert not is_alive(backend)
     finally:
-        if is_alive(backend) and os.readlink(f"/proc/{backend}/cwd") == str(tmp_path / "pgdata"):
+        if is_alive(backend) and os.readlink(f"/proc/{backend}/cwd") == str(data_dir / "pgdata"):
             os.kill(backend, signal.SIGKILL)
 
 
 def test_stale_pid_file_naming_a_live_foreign_process(
-    tmp_path: Path, servers: list[EmbeddedPostgres]
+    data_dir: Path, servers: list[EmbeddedPostgres]
 ) -> None:
-    with EmbeddedPostgres(tmp_path):
+    with EmbeddedPostgres(data_dir):
         pass
-    pgdata = tmp_path / "pgdata"
+    pgdata = data_dir / "pgdata"
     # pid 1 is alive and not a postgres: PostgreSQL alone would refuse to start.
     (pgdata / "postmaster.pid").write_text(f"1\n{pgdata}\n0\n5432\n{pgdata}\n\n0 0\nready\n")
-    assert EmbeddedPostgres.running_dsn(tmp_path) is None
+    assert EmbeddedPostgres.running_dsn(data_dir) is None
 
-    server = EmbeddedPostgres(tmp_path)
+    server = EmbeddedPostgres(data_dir)
     servers.append(server)
     assert query(server.start(), "select 1") == [1]
 
 
 def test_long_data_dir_uses_short_socket_dir(
-    tmp_path: Path, servers: list[EmbeddedPostgres]
+    data_dir: Path, servers: list[EmbeddedPostgres]
 ) -> None:
-    data_dir = tmp_path / ("d" * 60) / ("e" * 60)
+    data_dir = data_dir / ("d" * 60) / ("e" * 60)
     server = EmbeddedPostgres(data_dir)
     servers.append(server)
     dsn = server.start()
@@ -235,15 +238,26 @@ def test_long_data_dir_uses_short_socket_dir(
         shutil.rmtree(sockets, ignore_errors=True)
 
 
-def test_failed_start_raises_with_log_tail(tmp_path: Path, servers: list[EmbeddedPostgres]) -> None:
-    with EmbeddedPostgres(tmp_path):
+def test_failed_start_raises_with_log_tail(data_dir: Path, servers: list[EmbeddedPostgres]) -> None:
+    with EmbeddedPostgres(data_dir):
         pass
-    with (tmp_path / "pgdata" / "postgresql.auto.conf").open("a") as conf:
+    with (data_dir / "pgdata" / "postgresql.auto.conf").open("a") as conf:
         conf.write("this is not a setting\n")
 
-    server = EmbeddedPostgres(tmp_path)
+    server = EmbeddedPostgres(data_dir)
     servers.append(server)
     with pytest.raises(RuntimeError, match="syntax error"):
         server.start(timeout=20.0)
     assert not server.owns_server
-    assert EmbeddedPostgres.running_dsn(tmp_path) is None
+    assert EmbeddedPostgres.running_dsn(data_dir) is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as another user")
+def test_as_root_a_data_dir_the_server_user_cannot_reach_is_refused_untouched() -> None:
+    closed = Path(tempfile.mkdtemp(prefix="wabahook-closed-"))  # 0700: others may not pass
+    try:
+        with pytest.raises(RuntimeError, match=rf"chmod o\+x {re.escape(str(closed))}"):
+            EmbeddedPostgres(closed / "data").start()
+        assert stat.S_IMODE(closed.stat().st_mode) == 0o700  # its permissions are not ours
+    finally:
+        shutil.rmtree(closed)

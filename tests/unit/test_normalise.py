@@ -412,3 +412,44 @@ def test_extra_fields_in_messages_do_not_change_events(
     assert after.outcome == before.outcome == "stored"
     assert _view(after) == _view(before)
     assert _event_rows(after) == tuple(astuple(e) for e in case.events)
+
+
+def test_a_repeated_key_keeps_its_last_occurrence_like_json_parsers_do() -> None:
+    body = (
+        b'{"messages":[{"id":"wamid.first","type":"text"}],'
+        b'"statuses":[{"id":"wamid.s","status":"sent"}],'
+        b'"messages":[{"id":"wamid.last","type":"text"}]}'
+    )
+    result = normalise(body)
+    assert result.outcome == "stored"
+    # The last value, at the position where the key first appeared, as json.loads reads it.
+    assert [(e.kind, e.message_id) for e in result.events] == [
+        ("message", "wamid.last"),
+        ("status", "wamid.s"),
+    ]
+    assert list(json.loads(body)) == ["messages", "statuses"]
+    assert json.loads(body)["messages"][0]["id"] == "wamid.last"
+
+
+@pytest.mark.parametrize("depth", [100, 1_000, 100_000])
+def test_nesting_deeper_than_the_decoder_follows_is_quarantined(depth: int) -> None:
+    body = b'{"messages":[{"id":"x","type":' + b"[" * depth + b"]" * depth + b"}]}"
+    assert normalise(body).outcome == ("stored" if depth == 100 else "quarantined")
+
+
+@pytest.mark.parametrize(("count", "outcome"), [(3, "stored"), (4, "too_many_events")])
+def test_events_per_body_at_and_past_the_limit(count: int, outcome: str) -> None:
+    statuses = ",".join(f'{{"id":"wamid.{i}","status":"sent"}}' for i in range(count))
+    result = normalise(f'{{"statuses":[{statuses}]}}'.encode(), max_events=3)
+    assert (result.outcome, len(result.events)) == (outcome, count if outcome == "stored" else 0)
+
+
+def test_the_event_limit_counts_other_fields_and_arrays_together() -> None:
+    body = (
+        b'{"object":"whatsapp_business_account","entry":[{"id":"1","changes":['
+        b'{"field":"account_update","value":{}},'
+        b'{"field":"messages","value":{"statuses":[{"id":"a","status":"sent"},'
+        b'{"id":"b","status":"sent"}]}}]}]}'
+    )
+    assert normalise(body, max_events=3).outcome == "stored"
+    assert normalise(body, max_events=2).outcome == "too_many_events"
