@@ -38,7 +38,7 @@ _STATUS = {
 @dataclass(frozen=True, slots=True)
 class HeadLimits:
     header_timeout_s: float  # seconds
-    max_header_bytes: int  # bytes of request line and headers
+    max_header_bytes: int  # bytes of request target and header names and values
     max_headers: int  # header lines
 
 
@@ -75,9 +75,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # head also carries what came before it, so it is left out.
         if self._messages == messages:
             self._head_read += len(data)
-        limit = self._limits.max_header_bytes
-        if self._head_size > limit or self._head_read > 2 * limit:
-            self._refuse(431, b"request head larger than %d bytes\n" % limit)
+        if self._head_size > self._limits.max_header_bytes or (
+            self._head_read > 2 * self._limits.max_header_bytes
+        ):
+            self._refuse_large_head()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -103,8 +104,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._cancel_head_timer()
         if self._head_size > self._limits.max_header_bytes:
-            limit = self._limits.max_header_bytes
-            self._refuse(431, b"request head larger than %d bytes\n" % limit)
+            self._refuse_large_head()
         elif self._headers_seen > self._limits.max_headers:
             self._refuse(431, b"more than %d header lines\n" % self._limits.max_headers)
         elif self.parser.should_upgrade() and not self._should_upgrade():
@@ -142,6 +142,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         self._refuse(408, b"request head not received in time\n")
+
+    def _refuse_large_head(self) -> None:
+        self._refuse(431, b"request head larger than %d bytes\n" % self._limits.max_header_bytes)
 
     def _refuse(self, status: int, text: bytes) -> None:
         """Answer and close, before any app sees the request."""
