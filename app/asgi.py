@@ -1,6 +1,7 @@
 """The ASGI application: routes, the middleware stack, and the lifespan.
 
 POST /webhook[/<channel>]   store the notification, 200 once durable
+GET  /webhook[/<channel>]   Meta's verification handshake, when a verify token is set
 GET  /healthz               the process answers
 GET  /readyz                the database answers and the buffer has room
 """
@@ -8,12 +9,13 @@ GET  /readyz                the database answers and the buffer has room
 from __future__ import annotations
 
 import logging
-import re
 import traceback
 
 from app.asgi_types import ASGIApp, Receive, Scope, Send, respond
+from app.auth import HeaderAuth, Policies, SignatureCheck, verify_subscription
 from app.body_limit import BodyLimit
 from app.channel_budget import ChannelBudget, retry_after
+from app.channels import CHANNEL, load_channels
 from app.config import Config
 from app.error_guard import ErrorGuard
 from app.errors import NotDurable, Overloaded
@@ -24,8 +26,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CHANNEL = "default"
 _WEBHOOK = "/webhook"
-# A free label for the receiving number: it is stored with every row, so keep it tame.
-_CHANNEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,63}")
 
 
 class Wabahook:
@@ -40,8 +40,17 @@ class Wabahook:
             if config.channel_bytes_per_s
             else None
         )
-        # The webhook route's own middleware.
-        self._webhook = BodyLimit(self._ingest, config.max_body, config.body_timeout_s)
+        self.policies = Policies(config, load_channels(config.channels_file))
+        # The webhook route's own middleware, outermost first: credentials before a byte of
+        # the body is read, then the size-capped read, then the signature over those bytes.
+        self._webhook: ASGIApp = HeaderAuth(
+            BodyLimit(
+                SignatureCheck(self._ingest, self.policies),
+                config.max_body,
+                config.body_timeout_s,
+            ),
+            self.policies,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -58,13 +67,13 @@ class Wabahook:
         if path == _WEBHOOK or path.startswith(_WEBHOOK + "/"):
             # Only the bare path is the default channel: "/webhook/" names no channel.
             channel = DEFAULT_CHANNEL if path == _WEBHOOK else path[len(_WEBHOOK) + 1 :]
-            if not _CHANNEL.fullmatch(channel):
+            if not CHANNEL.fullmatch(channel):
                 await respond(send, 404, b"not found\n")
-            elif method != "POST":
-                await respond(send, 405, b"method not allowed\n", [(b"allow", b"POST")])
-            else:
+            elif method == "POST":
                 scope["wabahook.channel"] = channel
                 await self._webhook(scope, receive, send)
+            else:
+                await self._not_post(scope, send, channel)
         elif path in ("/healthz", "/readyz"):
             if method not in ("GET", "HEAD"):
                 await respond(send, 405, b"method not allowed\n", [(b"allow", b"GET, HEAD")])
@@ -74,6 +83,17 @@ class Wabahook:
                 await self._readyz(send)
         else:
             await respond(send, 404, b"not found\n")
+
+    async def _not_post(self, scope: Scope, send: Send, channel: str) -> None:
+        """A GET is Meta's verification handshake where a verify token is set; else 405."""
+        policy = self.policies(channel)
+        if scope["method"] == "GET":
+            answer = verify_subscription(policy, scope["query_string"])
+            if answer is not None:
+                await respond(send, *answer)
+                return
+        allow = b"GET, POST" if policy.verify_token is not None else b"POST"
+        await respond(send, 405, b"method not allowed\n", [(b"allow", allow)])
 
     async def _ingest(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert self.service is not None, "lifespan startup has not run"
@@ -110,6 +130,13 @@ class Wabahook:
         try:
             async with running(self.config) as service:
                 self.service = service
+                if self.policies.all_open:
+                    logger.warning(
+                        "NO AUTHENTICATION: anyone who learns the webhook URL can store "
+                        "whatever they post; set WABAHOOK_BASIC_AUTH, WABAHOOK_AUTH_HEADER or "
+                        "WABAHOOK_APP_SECRET, or a channels file",
+                        extra={"action": "auth_disabled"},
+                    )
                 await send({"type": "lifespan.startup.complete"})
                 message = await receive()
                 assert message["type"] == "lifespan.shutdown"

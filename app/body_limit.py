@@ -51,14 +51,14 @@ class BodyLimit:
             await respond(send, 408, text, [(b"connection", b"close")])
             return
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, replay_body(body, receive), send)
 
     async def _too_large(self, send: Send) -> None:
         text = f"body larger than {self.max_body} bytes\n".encode()
         await respond(send, 413, text, [(b"connection", b"close")])
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay_body(body: bytes, receive: Receive) -> Receive:
     """A `receive` that hands the inner app the body already read, then the real stream."""
     sent = False
 

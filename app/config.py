@@ -145,6 +145,40 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     limit_concurrency: Annotated[
         int | None, _doc("most concurrent connections before uvicorn answers 503")
     ] = None
+    basic_auth: Annotated[
+        list[str] | None,
+        _doc(
+            "Basic credentials every webhook request must carry: user:password pairs, "
+            "comma-separated, any of which is accepted (rotation without downtime)"
+        ),
+    ] = None
+    auth_header: Annotated[
+        str | None, _doc("a static header every webhook request must carry: 'Name: value'")
+    ] = None
+    app_secret: Annotated[
+        list[str] | None,
+        _doc(
+            "Meta app secrets, comma-separated: webhook bodies must carry a matching "
+            "X-Hub-Signature-256 (HMAC-SHA256 of the raw body)"
+        ),
+    ] = None
+    verify_token: Annotated[
+        str | None, _doc("answers Meta's hub.challenge verification GET when the token matches")
+    ] = None
+    channels_file: Annotated[
+        str | None,
+        _doc("TOML file of per-channel credentials and URLs (see app/channels.py, README)"),
+    ] = None
+    d360_api_key: Annotated[
+        str | None, _doc("360dialog API key (D360-API-KEY) for `wabahook webhook`")
+    ] = None
+    d360_base_url: Annotated[
+        str | None,
+        _doc(
+            "360dialog API base URL; unset: https://waba-v2.360dialog.io (Cloud) or "
+            "https://waba.360dialog.io (On-Premise)"
+        ),
+    ] = None
     log_level: Annotated[
         Literal["critical", "error", "warning", "info", "debug"], _doc("log level")
     ] = "info"
@@ -209,20 +243,51 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Config:
-        """Validate and coerce (strings from the environment become numbers)."""
-        return msgspec.convert(dict(values), type=cls, strict=False)
+        """Validate and coerce: strings from the environment become numbers, and lists
+        (comma-separated)."""
+        values = {
+            name: _split(value) if name in _LIST_FIELDS and isinstance(value, str) else value
+            for name, value in values.items()
+        }
+        return msgspec.convert(values, type=cls, strict=False)
+
+    def redacted(self) -> dict[str, Any]:
+        """Every setting, with secrets replaced: what may be printed or logged."""
+        return {
+            name: ("<redacted>" if name in SECRET_FIELDS and value is not None else value)
+            for name, value in msgspec.structs.asdict(self).items()
+        }
 
     def export_to_environ(self) -> None:
         """Hand these exact settings to worker processes started after this call."""
         os.environ[EXPORT_VARIABLE] = msgspec.json.encode(self).decode()
 
 
+_LIST_FIELDS = frozenset({"basic_auth", "app_secret"})
+
+
+def _split(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def field_names() -> tuple[str, ...]:
     return Config.__struct_fields__
 
 
+# Settings whose names follow the convention of what they configure, not WABAHOOK_*.
+_OWN_NAMES = {
+    "database_url": "DATABASE_URL",
+    "d360_api_key": "D360_API_KEY",
+    "d360_base_url": "D360_BASE_URL",
+}
+# Settings never shown: `wabahook config` and logs print them redacted.
+SECRET_FIELDS = frozenset(
+    {"database_url", "basic_auth", "auth_header", "app_secret", "verify_token", "d360_api_key"}
+)
+
+
 def env_name(field: str) -> str:
-    return "DATABASE_URL" if field == "database_url" else ENV_PREFIX + field.upper()
+    return _OWN_NAMES.get(field) or ENV_PREFIX + field.upper()
 
 
 def describe_fields() -> dict[str, tuple[str, Any, type]]:

@@ -245,8 +245,35 @@ def test_every_field_has_an_environment_variable() -> None:
     names = {field: env_name(field) for field in field_names()}
 
     assert names.pop("database_url") == "DATABASE_URL"
+    assert names.pop("d360_api_key") == "D360_API_KEY"
+    assert names.pop("d360_base_url") == "D360_BASE_URL"
     for field, variable in names.items():
         assert variable == ENV_PREFIX + field.upper()
         assert re.fullmatch(r"WABAHOOK_[A-Z0-9_]+", variable)
     assert len(set(names.values())) == len(names)
     assert EXPORT_VARIABLE not in names.values()
+
+
+def test_list_settings_split_on_commas_from_the_environment() -> None:
+    config = Config.from_environ(
+        {"WABAHOOK_BASIC_AUTH": "360dialog:old, 360dialog:new,", "WABAHOOK_APP_SECRET": "s1"}
+    )
+    assert config.basic_auth == ["360dialog:old", "360dialog:new"]
+    assert config.app_secret == ["s1"]
+
+
+def test_redacted_settings_show_no_secret() -> None:
+    config = Config(
+        database_url="postgresql://u:pw@db/x",
+        basic_auth=["u:pw"],
+        auth_header="X-Token: pw",
+        app_secret=["pw"],
+        verify_token="pw",
+        d360_api_key="pw",
+        port=8123,
+    )
+    shown = config.redacted()
+    assert "pw" not in repr(shown)
+    assert shown["port"] == 8123
+    assert shown["basic_auth"] == "<redacted>"
+    assert Config().redacted()["basic_auth"] is None  # unset is shown as unset
