@@ -41,16 +41,15 @@ class Wabahook:
             else None
         )
         self.policies = Policies(config, load_channels(config.channels_file))
-        # The webhook route's own middleware, outermost first: credentials before a byte of
-        # the body is read, then the size-capped read, then the signature over those bytes.
-        self._webhook: ASGIApp = HeaderAuth(
-            BodyLimit(
-                SignatureCheck(self._ingest, self.policies),
-                config.max_body,
-                config.body_timeout_s,
-            ),
-            self.policies,
+        self._webhook = self.webhook_stack(self._ingest)
+
+    def webhook_stack(self, ingest: ASGIApp) -> ASGIApp:
+        """The webhook route's own middleware around `ingest`, outermost first: credentials
+        before a byte of the body is read, the size-capped read, the signature over it."""
+        limited = BodyLimit(
+            SignatureCheck(ingest, self.policies), self.config.max_body, self.config.body_timeout_s
         )
+        return HeaderAuth(limited, self.policies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
