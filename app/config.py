@@ -228,6 +228,13 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             raise ValueError("limit_concurrency must be positive")
         if self.channel_bytes_per_s and self.channel_burst_bytes < self.max_body:
             raise ValueError("channel_burst_bytes must be at least max_body")
+        for pair in self.basic_auth or []:
+            if not pair.partition(":")[0] or ":" not in pair:
+                raise ValueError("basic_auth takes user:password pairs, comma-separated")
+        if self.auth_header is not None:
+            name, _, value = self.auth_header.partition(":")
+            if not name.strip() or not value.strip():
+                raise ValueError("auth_header is 'Name: value'")
         if self.pool_size < self.flush_slots:
             raise ValueError("pool_size must be at least flush_slots")
 

@@ -277,3 +277,19 @@ def test_redacted_settings_show_no_secret() -> None:
     assert shown["port"] == 8123
     assert shown["basic_auth"] == "<redacted>"
     assert Config().redacted()["basic_auth"] is None  # unset is shown as unset
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("basic_auth", ["no-colon"], "user:password"),
+        ("basic_auth", [":password"], "user:password"),
+        ("auth_header", "X-Token", "Name: value"),
+        ("auth_header", "X-Token:  ", "Name: value"),
+    ],
+)
+def test_malformed_credentials_settings_are_refused(
+    setting: str, value: object, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        Config(**{setting: value})  # type: ignore[arg-type]
