@@ -165,8 +165,8 @@ async def _unauthorized(send: Send, policy: Policy, reason: str, channel: str) -
     await respond(send, 401, f"unauthorized: {reason}\n".encode(), headers)
 
 
-class HeaderAuth:
-    """401 before the body is read, unless the channel's headers are right."""
+class _ChannelCheck:
+    """The shape both checks share: non-http scopes pass, the channel's policy is looked up."""
 
     def __init__(self, app: ASGIApp, policies: Policies) -> None:
         self.app = app
@@ -177,7 +177,20 @@ class HeaderAuth:
             await self.app(scope, receive, send)
             return
         channel: str = scope["wabahook.channel"]
-        policy = self.policies(channel)
+        await self.check(scope, receive, send, channel, self.policies(channel))
+
+    async def check(
+        self, scope: Scope, receive: Receive, send: Send, channel: str, policy: Policy
+    ) -> None:
+        raise NotImplementedError
+
+
+class HeaderAuth(_ChannelCheck):
+    """401 before the body is read, unless the channel's headers are right."""
+
+    async def check(
+        self, scope: Scope, receive: Receive, send: Send, channel: str, policy: Policy
+    ) -> None:
         reason = header_refusal(policy, scope["headers"])
         if reason is not None:
             await _unauthorized(send, policy, reason, channel)
@@ -185,19 +198,12 @@ class HeaderAuth:
         await self.app(scope, receive, send)
 
 
-class SignatureCheck:
+class SignatureCheck(_ChannelCheck):
     """401 unless the body carries the channel's Meta signature; runs inside `BodyLimit`."""
 
-    def __init__(self, app: ASGIApp, policies: Policies) -> None:
-        self.app = app
-        self.policies = policies
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        channel: str = scope["wabahook.channel"]
-        policy = self.policies(channel)
+    async def check(
+        self, scope: Scope, receive: Receive, send: Send, channel: str, policy: Policy
+    ) -> None:
         if not policy.app_secrets:
             await self.app(scope, receive, send)
             return
