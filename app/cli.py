@@ -1,13 +1,15 @@
 """The command line: parse options, build the one `Config`, hand it on.
 
 Every `serve` option can also be set as `WABAHOOK_<NAME>` (`DATABASE_URL` for the
-database); `--help` shows each variable's name.
+database); `--help` shows each variable's name. `config` prints the settings they make, and
+`webhook` registers the URL with 360dialog (`app.dialog360`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import signal
 import sys
@@ -21,7 +23,8 @@ from typing import Any, TypeVar
 import click
 import msgspec
 
-from app import storage
+from app import dialog360, storage
+from app.channels import ChannelSettings, ChannelsFileError, load_channels
 from app.config import Config, describe_fields, env_name
 from app.embedded import EmbeddedPostgres
 from app.errors import WabahookError
@@ -204,6 +207,7 @@ def events(
         rows = _run(run(dsn))
     if conflicts:
         _print_conflicts(rows, output)
+        _note_if_cut(rows, limit, "conflicts")
         return
     records = [
         {
@@ -218,12 +222,13 @@ def events(
             "event_ts": row["event_ts"],
             "received_at": row["received_at"],
             "request_id": row["request_id"],
-            "payload": msgspec.Raw(row["payload"].encode()),
+            "payload": _compact(row["payload"]),
         }
         for row in rows
     ]
     columns = ("received_at", "channel", "kind", "type", "id", "wa_id", "phone_number_id")
     _print(records, output, columns)
+    _note_if_cut(rows, limit, "events")
 
 
 def _print_conflicts(rows: list[dict[str, Any]], output: str) -> None:
@@ -239,11 +244,11 @@ def _print_conflicts(rows: list[dict[str, Any]], output: str) -> None:
             "phone_number_id": row["phone_number_id"],
             "request_id": row["request_id"],
             "seq": row["seq"],
-            "payload": msgspec.Raw(row["payload"].encode()),
+            "payload": _compact(row["payload"]),
             "kept_event_id": row["kept_event_id"],
             "kept_request_id": row["kept_request_id"],
             "kept_received_at": row["kept_received_at"],
-            "kept_payload": msgspec.Raw(row["kept_payload"].encode()),
+            "kept_payload": _compact(row["kept_payload"]),
         }
         for row in rows
     ]
@@ -296,6 +301,230 @@ def requests(
     records = [{**row, "sha256": row["sha256"].hex()} for row in result]
     columns = ("id", "received_at", "channel", "outcome", "bytes", "events", "sha256")
     _print(records, output, columns)
+    _note_if_cut(result, limit, "requests")
+
+
+@main.command("config")
+@config_options(Config.__struct_fields__)
+@click.option(
+    "--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def show_config(output: str, **options: Any) -> None:
+    """Print the settings `serve` would run with (options, then environment, then defaults),
+    every secret redacted."""
+    settings = _build_config(options).redacted()
+    if output == "json":
+        sys.stdout.buffer.write(msgspec.json.encode(settings) + b"\n")
+        sys.stdout.buffer.flush()
+        return
+    for name, value in settings.items():
+        click.echo(f"{name} = {_setting_text(value)}")
+
+
+def _setting_text(value: Any) -> str:
+    if value is None:
+        return "(unset)"
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
+    return str(value)
+
+
+# --- webhook: 360dialog's configuration API -----------------------------------------------
+
+# Flags of the webhook commands; the secrets below are read from the environment only.
+_WEBHOOK_FIELDS = ("channels_file", "d360_base_url")
+# A key or password given as a flag would be visible to every local user in `ps`.
+_WEBHOOK_ENVIRONMENT = ("d360_api_key", "basic_auth", "auth_header")
+_API_KEY_VARIABLE = env_name("d360_api_key")
+
+
+@main.group()
+def webhook() -> None:
+    """Register the webhook URL with 360dialog, or read the registered one.
+
+    The API key is the number's 360dialog key, read from D360_API_KEY only (never a flag,
+    never printed). D360_BASE_URL replaces the API's address (the sandbox, tests).
+    """
+
+
+def _webhook_options(command: F) -> F:
+    """What `webhook set` and `webhook get` share."""
+    command = config_options(_WEBHOOK_FIELDS)(command)
+    for option in reversed(
+        (
+            click.option(
+                "--hosting",
+                type=click.Choice(["cloud", "onprem"]),
+                help="the number's hosting, which picks the API's address "
+                "[default: the channel's `hosting`, else cloud]",
+            ),
+            click.option(
+                "--channel", help="use this channel's table of the channels file (url, hosting)"
+            ),
+            click.option(
+                "--timeout",
+                type=click.FloatRange(min=0, min_open=True),
+                default=dialog360.TIMEOUT_S,
+                show_default=True,
+                help="seconds to wait for 360dialog's answer",
+            ),
+        )
+    ):
+        command = option(command)
+    return command
+
+
+def _webhook_config(options: dict[str, Any]) -> Config:
+    """The flags' settings plus those read from the environment only."""
+    values = dict(options)
+    for name in _WEBHOOK_ENVIRONMENT:
+        value = os.environ.get(env_name(name))
+        if value is not None:
+            values[name] = value
+    return _build_config(values)
+
+
+def _channel_settings(config: Config, channel: str | None) -> ChannelSettings:
+    if channel is None:
+        return ChannelSettings()
+    if config.channels_file is None:
+        raise click.UsageError(
+            f"--channel reads the channels file: set {env_name('channels_file')} or --channels-file"
+        )
+    try:
+        channels = load_channels(config.channels_file)
+    except ChannelsFileError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if channel not in channels:
+        raise click.ClickException(f"no channel {channel!r} in {config.channels_file}")
+    return channels[channel]
+
+
+@contextmanager
+def _api(
+    config: Config, hosting: dialog360.Hosting, timeout: float
+) -> Iterator[dialog360.ConfigurationClient]:
+    """The configuration client; any of its failures is one line on stderr, exit status 1."""
+    if not config.d360_api_key:
+        raise click.UsageError(f"set {_API_KEY_VARIABLE} to the number's 360dialog API key")
+    try:
+        base = dialog360.base_url(hosting, config.d360_base_url)
+        with dialog360.ConfigurationClient(config.d360_api_key, base, timeout=timeout) as api:
+            yield api
+    except dialog360.Dialog360Error as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _registered_headers(
+    config: Config, own: ChannelSettings, basic_auth: str | None, header: str | None
+) -> dict[str, str]:
+    """The headers 360dialog must send: what the receiver will require of this channel. Each
+    comes from its option, else the channel's table, else the global setting (as in
+    app.auth.policy_for); of several Basic pairs the first is registered."""
+    if basic_auth is None:
+        pairs = own.basic_auth if own.basic_auth is not None else config.basic_auth
+        basic_auth = pairs[0] if pairs else None
+    explicit_header = header is not None
+    if header is None:
+        header = own.auth_header if own.auth_header is not None else config.auth_header
+    headers: dict[str, str] = {}
+    if basic_auth:
+        try:
+            headers.update(dialog360.basic_auth_header(basic_auth))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--basic-auth") from None
+    if header:
+        try:
+            extra = dialog360.static_header(header)
+        except ValueError as exc:
+            hint = "--header" if explicit_header else "the auth_header setting"
+            raise click.BadParameter(str(exc), param_hint=hint) from None
+        if any(name.lower() in {key.lower() for key in headers} for name in extra):
+            raise click.UsageError("the Basic credentials and the header both set Authorization")
+        headers.update(extra)
+    return headers
+
+
+def _show_webhook(verb: str, hosting: str, base: str, url: Any, headers: Any, answer: Any) -> None:
+    click.echo(f"{verb} ({hosting}, {base})")
+    click.echo(f"url: {url if url else '(none)'}")
+    names = list(headers) if isinstance(headers, dict) else []
+    shown = ", ".join(f"{name}: {dialog360.REDACTED}" for name in names)
+    click.echo(f"headers: {shown or '(none)'}")
+    answered = msgspec.json.encode(dialog360.redact_headers(answer)).decode()
+    click.echo(f"360dialog answered: {answered}")
+
+
+@webhook.command("set")
+@click.option("--url", help="the public https URL 360dialog delivers to [default: the channel's]")
+@click.option(
+    "--basic-auth",
+    "basic_auth_option",
+    metavar="USER:PASS",
+    help="register 'Authorization: Basic ...' [default: the channel's first pair, else "
+    "WABAHOOK_BASIC_AUTH's]",
+)
+@click.option(
+    "--header",
+    metavar="NAME:VALUE",
+    help="register this header [default: the channel's auth_header, else WABAHOOK_AUTH_HEADER]",
+)
+@_webhook_options
+def webhook_set(
+    url: str | None,
+    basic_auth_option: str | None,
+    header: str | None,
+    hosting: dialog360.Hosting | None,
+    channel: str | None,
+    timeout: float,
+    **options: Any,
+) -> None:
+    """Register the URL 360dialog delivers this number's notifications to, with the headers
+    wabahook will require of them (360dialog sends them with every delivery).
+
+    With --channel, the URL, hosting and credentials come from that channel's table of the
+    channels file (falling back to the global settings); options given here win.
+    """
+    config = _webhook_config(options)
+    own = _channel_settings(config, channel)
+    target = url or own.url
+    if not target:
+        raise click.UsageError("give --url, or --channel with a url in its table")
+    chosen: dialog360.Hosting = hosting or own.hosting or "cloud"
+    headers = _registered_headers(config, own, basic_auth_option, header)
+    try:
+        dialog360.check_webhook_url(target)  # before anything is sent
+    except dialog360.WebhookUrlRefused as exc:
+        raise click.ClickException(f"refused before sending: {exc}") from exc
+    with _api(config, chosen, timeout) as api:
+        answer = api.set_webhook(target, headers)
+    _show_webhook("registered with 360dialog", chosen, api.base, target, headers, answer)
+
+
+@webhook.command("get")
+@_webhook_options
+def webhook_get(
+    hosting: dialog360.Hosting | None, channel: str | None, timeout: float, **options: Any
+) -> None:
+    """Show the webhook URL 360dialog has registered for this number (header values
+    redacted)."""
+    config = _webhook_config(options)
+    own = _channel_settings(config, channel)
+    chosen: dialog360.Hosting = hosting or own.hosting or "cloud"
+    with _api(config, chosen, timeout) as api:
+        answer = api.get_webhook()
+    fields = answer if isinstance(answer, dict) else {}
+    registered = fields.get("url")
+    _show_webhook(
+        "registered at 360dialog", chosen, api.base, registered, fields.get("headers"), answer
+    )
+    if own.url is not None:
+        verdict = (
+            "matches"
+            if registered == own.url
+            else f"differs; `wabahook webhook set --channel {channel}` registers it"
+        )
+        click.echo(f"channel {channel} expects {own.url}: {verdict}")
 
 
 @contextmanager
@@ -347,6 +576,26 @@ def _parse_since(text: str) -> datetime:
     except ValueError:
         raise click.BadParameter(f"not a time or an age: {text!r}", param_hint="--since") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _compact(payload: str) -> msgspec.Raw:
+    """A stored payload on one line: the `json` column keeps the text as received, pretty
+    printing included, and a JSONL record must not span lines. Only whitespace between
+    tokens goes; numbers and strings keep their exact text (`requests --body` gives the raw
+    bytes)."""
+    return msgspec.Raw(msgspec.json.format(payload.encode(), indent=-1))
+
+
+def _note_if_cut(rows: list[dict[str, Any]], limit: int, what: str) -> None:
+    """On stderr, so the listing itself stays clean: a listing of exactly --limit rows may
+    have been cut."""
+    if len(rows) != limit:
+        return
+    more = "a larger --limit"
+    if what != "requests":
+        # Oldest first, and --since is "at or after": the last time shown continues the list.
+        more += f", or --since {_cell(rows[-1]['received_at'])} to go on from the last one"
+    click.echo(f"note: {limit} {what} listed, the --limit; there may be more: {more}", err=True)
 
 
 def _print(records: list[dict[str, Any]], output: str, columns: tuple[str, ...]) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,11 +17,12 @@ import pytest
 from click.testing import CliRunner
 
 from app.cli import main
-from app.config import Config, env_name, field_names
+from app.config import SECRET_FIELDS, Config, env_name, field_names
 from app.embedded import EmbeddedPostgres
 from tests.corpus import CASES, CLOUD_STATUS, CLOUD_TEXT, ONPREM_TEXT, Case
 from tests.support.cli import run_wabahook
-from tests.support.databases import fresh_database
+from tests.support.databases import fetch, fresh_database
+from tests.support.environment import scrubbed_environment
 from tests.support.servers import running_server
 
 EVENT_KEYS = ("channel", "kind", "type", "id", "wa_id", "phone_number_id")
@@ -108,7 +110,7 @@ def test_help_lists_the_commands() -> None:
     result = CliRunner().invoke(main, ["--help"])
 
     assert result.exit_code == 0, result.output
-    for command in ("serve", "migrate", "events", "requests"):
+    for command in ("serve", "migrate", "events", "requests", "config", "webhook"):
         assert f"  {command}  " in result.output
 
 
@@ -198,6 +200,83 @@ def test_events_table(stored: Stored) -> None:
         assert row[1:] == [event[key] or "-" for key in EVENT_KEYS]
 
 
+def _notice(*args: str) -> tuple[list[dict[str, Any]], str]:
+    """The JSONL records of a listing, and what it said on stderr."""
+    result = run_wabahook(*args, "--format", "jsonl")
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    return [json.loads(line) for line in result.stdout.splitlines()], result.stderr.decode()
+
+
+def test_events_at_exactly_the_limit_say_there_may_be_more(stored: Stored) -> None:
+    count = len(_expected_events())
+    url = ("--database-url", stored.database_url)
+
+    cut, note = _notice("events", *url, "--limit", str(count))
+    whole, quiet = _notice("events", *url, "--limit", str(count + 1))
+
+    assert len(cut) == len(whole) == count
+    prefix = f"note: {count} events listed, the --limit; there may be more: a larger --limit, "
+    assert note.startswith(prefix + "or --since ")
+    assert note.count("\n") == 1
+    assert quiet == ""
+    # The --since it suggests goes on from the last event shown.
+    since = note.removeprefix(prefix + "or --since ").split()[0]
+    after = stored.events("--since", since)
+    assert cut[-1]["event_id"] in [event["event_id"] for event in after]
+
+
+def test_requests_at_exactly_the_limit_say_there_may_be_more(stored: Stored) -> None:
+    url = ("--database-url", stored.database_url)
+
+    cut, note = _notice("requests", *url, "--limit", str(len(POSTED)))
+    whole, quiet = _notice("requests", *url, "--limit", str(len(POSTED) + 1))
+
+    assert len(cut) == len(whole) == len(POSTED)
+    assert note == (
+        f"note: {len(POSTED)} requests listed, the --limit; there may be more: a larger --limit\n"
+    )
+    assert quiet == ""
+
+
+def _pretty(body: bytes) -> bytes:
+    return json.dumps(json.loads(body), indent=2, ensure_ascii=False).encode()
+
+
+def _elements(body: bytes) -> list[Any]:
+    """The messages, statuses and errors of a Cloud body: what its events' payloads are."""
+    return [
+        item
+        for entry in json.loads(body)["entry"]
+        for change in entry["changes"]
+        for key in ("messages", "statuses", "errors")
+        for item in change["value"].get(key, [])
+    ]
+
+
+def test_events_jsonl_is_one_line_per_event_for_pretty_printed_bodies(
+    server_factory: Callable[..., str], database_url: str
+) -> None:
+    bodies = [_pretty(CLOUD_TEXT), _pretty(CLOUD_STATUS)]
+    base_url = server_factory(database_url)
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        for body in bodies:
+            assert client.post("/webhook/pretty", content=body).status_code == 200
+    stored = asyncio.run(fetch(database_url, "SELECT payload::text AS p FROM wabahook_events"))
+    assert stored and all("\n" in row["p"] for row in stored), "payloads kept as received"
+
+    lines = ok("events", "--database-url", database_url, "--format", "jsonl").splitlines()
+
+    expected = [item for body in bodies for item in _elements(body)]
+    assert len(lines) == len(expected) == len(stored)
+    payloads = [json.loads(line)["payload"] for line in lines]
+    canonical = sorted(json.dumps(p, sort_keys=True) for p in payloads)
+    assert canonical == sorted(json.dumps(p, sort_keys=True) for p in expected)
+    # The raw bytes stay available as they arrived.
+    [first, second] = jsonl("requests", "--database-url", database_url)
+    assert ok("requests", "--database-url", database_url, "--body", first["id"]) == bodies[0]
+    assert ok("requests", "--database-url", database_url, "--body", second["id"]) == bodies[1]
+
+
 # --- requests -----------------------------------------------------------------------------
 
 
@@ -283,6 +362,77 @@ def test_requests_body_rejects_a_malformed_id(stored: Stored) -> None:
 
     assert result.returncode == 2
     assert b"not a valid UUID" in result.stderr
+
+
+# --- config -------------------------------------------------------------------------------
+
+# One value per secret setting, each a string that must never be printed.
+SECRETS = {
+    "database_url": "postgresql://wabahook:db-pass-4411@db.internal/wabahook",
+    "basic_auth": "360dialog:basic-pass-9902,ops:basic-pass-9903",
+    "auth_header": "X-Webhook-Token: header-token-5521",
+    "app_secret": "app-secret-7781,app-secret-7782",
+    "verify_token": "verify-token-3319",
+    "d360_api_key": "d360-key-6621",
+}
+SECRET_STRINGS = (
+    "db-pass-4411",
+    "basic-pass-9902",
+    "basic-pass-9903",
+    "header-token-5521",
+    "app-secret-7781",
+    "app-secret-7782",
+    "verify-token-3319",
+    "d360-key-6621",
+)
+
+
+def _config(*args: str) -> bytes:
+    env = {
+        name: value
+        for name, value in scrubbed_environment().items()
+        if not name.startswith("D360_")
+    }
+    env.update({env_name(name): value for name, value in SECRETS.items()})
+    env.update({"WABAHOOK_MAX_EVENTS": "77", "D360_BASE_URL": "https://waba-sandbox.360dialog.io"})
+    result = run_wabahook("config", "--port", "8443", *args, env=env)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    for secret in SECRET_STRINGS:
+        assert secret.encode() not in result.stdout + result.stderr, secret
+    return result.stdout
+
+
+def test_the_test_sets_every_secret_setting() -> None:
+    assert set(SECRETS) == SECRET_FIELDS
+
+
+def test_config_prints_every_setting_with_secrets_redacted() -> None:
+    lines = _config().decode().splitlines()
+
+    settings = dict(line.split(" = ", 1) for line in lines)
+    assert list(settings) == list(field_names())
+    assert {name: settings[name] for name in SECRET_FIELDS} == dict.fromkeys(
+        SECRET_FIELDS, "<redacted>"
+    )
+    assert settings["port"] == "8443"  # a flag
+    assert settings["max_events"] == "77"  # the environment
+    assert settings["host"] == "127.0.0.1"  # a default
+    assert settings["d360_base_url"] == "https://waba-sandbox.360dialog.io"
+    assert settings["ssl_certfile"] == "(unset)"
+
+
+def test_config_json_is_the_redacted_config() -> None:
+    settings = json.loads(_config("--format", "json"))
+
+    expected = Config.from_mapping(
+        {
+            **SECRETS,
+            "port": 8443,
+            "max_events": 77,
+            "d360_base_url": "https://waba-sandbox.360dialog.io",
+        }
+    ).redacted()
+    assert settings == expected
 
 
 # --- migrate ------------------------------------------------------------------------------
