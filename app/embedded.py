@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import IO, TypedDict
 from urllib.parse import quote
 
 logger = logging.getLogger(__name__)
@@ -228,17 +229,7 @@ class EmbeddedPostgres:
             argv += ["-c", f"{name}={value}"]
         with log_path.open("ab") as log:
             # No new session: the server stays in the caller's process group on purpose.
-            self._proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=pgdata,
-                env=_child_env(),
-                user=run_as.uid if run_as else None,
-                group=run_as.gid if run_as else None,
-                extra_groups=[] if run_as else None,
-            )
+            self._proc = subprocess.Popen(argv, **_child_options(log, pgdata, run_as))
         logger.info(
             "spawned postgres pid %d for %s",
             self._proc.pid,
@@ -276,6 +267,34 @@ def _install_dir() -> Path:
     if not (install / "bin" / "postgres").is_file():
         raise RuntimeError(f"no PostgreSQL binaries in {install}")
     return install
+
+
+class _ChildOptions(TypedDict):
+    """The subprocess arguments initdb and postgres share (see _child_options)."""
+
+    stdin: int
+    stdout: IO[bytes]
+    stderr: int
+    cwd: Path
+    env: dict[str, str]
+    user: int | None
+    group: int | None
+    extra_groups: list[int] | None
+
+
+def _child_options(log: IO[bytes], cwd: Path, run_as: _RunAs | None) -> _ChildOptions:
+    """How initdb and postgres are run: no stdin, output appended to our log, and as the
+    cluster's owner when we are root (without root's supplementary groups)."""
+    return _ChildOptions(
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=cwd,
+        env=_child_env(),
+        user=run_as.uid if run_as else None,
+        group=run_as.gid if run_as else None,
+        extra_groups=[] if run_as else None,
+    )
 
 
 def _child_env() -> dict[str, str]:
@@ -650,14 +669,7 @@ def _initdb(
         try:
             subprocess.run(
                 argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=scratch,
-                env=_child_env(),
-                user=run_as.uid if run_as else None,
-                group=run_as.gid if run_as else None,
-                extra_groups=[] if run_as else None,
+                **_child_options(log, scratch, run_as),
                 check=True,
                 timeout=max(deadline - time.monotonic(), 0.001),
             )

@@ -358,13 +358,17 @@ class Spool:
         with self._lock:
             if self._segments.get(segment.name) is not segment:
                 return
-            del self._segments[segment.name]
-            self._size -= segment.size
+            self._untrack(segment)
         logger.warning(
             "spool segment %s vanished, its batches were not replayed",
             segment.name,
             extra={"action": "spool_segment_missing", "segment": segment.name},
         )
+
+    def _untrack(self, segment: _Segment) -> None:
+        """Drop segment from the index (lock held): `_size` counts exactly the indexed segments."""
+        del self._segments[segment.name]
+        self._size -= segment.size
 
     def _delete_if_done(self, segment: _Segment) -> None:
         """Delete a fully read segment whose batches were all released (lock held)."""
@@ -376,8 +380,7 @@ class Spool:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.directory / segment.name)
         os.fsync(dir_fd)
-        del self._segments[segment.name]
-        self._size -= segment.size
+        self._untrack(segment)
         logger.debug(
             "spool segment %s replayed and deleted",
             segment.name,

@@ -140,18 +140,23 @@ def _load_kwargs(options: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _measured_run_duration(default: float) -> Any:
+    # compare and scale repeat short measured runs; the load commands' --duration is one run.
+    return click.option(
+        "--duration",
+        type=click.FloatRange(1, 600),
+        default=default,
+        show_default=True,
+        help="seconds per measured run",
+    )
+
+
 def _ints(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part.strip()]
 
 
 @main.command()
-@click.option(
-    "--duration",
-    type=click.FloatRange(1, 600),
-    default=20.0,
-    show_default=True,
-    help="seconds per measured run",
-)
+@_measured_run_duration(default=20.0)
 @click.option(
     "--connections",
     default="64,256",
@@ -197,13 +202,7 @@ def compare(
 
 
 @main.command()
-@click.option(
-    "--duration",
-    type=click.FloatRange(1, 600),
-    default=8.0,
-    show_default=True,
-    help="seconds per measured run",
-)
+@_measured_run_duration(default=8.0)
 @click.option(
     "--only",
     type=click.Choice(["size", "flush", "batch", "workers", "copy"]),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import ExitStack
-from types import TracebackType
 
 from bench import procs
 from tests.support.databases import create_database, drop_database, execute, fetch
@@ -37,12 +36,7 @@ class Postgres:
                 self._stack = stack.pop_all()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         with self._stack:  # the embedded server, stopped and removed last
             if self._external is not None:
                 for name in self._databases:

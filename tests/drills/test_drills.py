@@ -10,8 +10,8 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -40,10 +40,12 @@ def start_serve(data_dir: Path, **settings: object) -> ServerProcess:
     return start_server(serve_argv, env=env, log=data_dir / f"serve-{next(_SERVES)}.log")
 
 
-@contextmanager
-def serving(data_dir: Path, **settings: object) -> Iterator[ServerProcess]:
+@asynccontextmanager
+async def serving(data_dir: Path, **settings: object) -> AsyncIterator[ServerProcess]:
+    """`start_serve`, once ready; stopped by its PID on the way out (also after a kill)."""
     serve = start_serve(data_dir, **settings)
     try:
+        await wait_ready(serve)
         yield serve
     finally:
         serve.stop()
@@ -98,6 +100,12 @@ def _assert_exactly_once(acknowledged: list[bytes], stored: list[str]) -> None:
     assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:3]}"
 
 
+async def _drained_exactly_once(data_dir: Path, dsn: str, acknowledged: list[bytes]) -> None:
+    """Once the spool has drained, every acknowledged event is in PostgreSQL exactly once."""
+    await _spool_drained(data_dir)
+    _assert_exactly_once(acknowledged, await _stored_ids(dsn))
+
+
 async def _load_until(
     port: int, bodies: list[bytes], acknowledged_at_least: int, connections: int = 16
 ) -> tuple[asyncio.Task[Results], Results]:
@@ -117,22 +125,17 @@ async def _load_until(
 
 async def test_kill_9_of_everything_under_load_loses_nothing(data_dir: Path) -> None:
     bodies = _bodies("kill", 30_000)
-    serve = start_serve(data_dir)
-    try:
-        await wait_ready(serve)
+    async with serving(data_dir) as serve:
         load, results = await _load_until(serve.port, bodies, acknowledged_at_least=1500)
         # The server, its workers and the embedded PostgreSQL, all at once.
         postmaster = postmaster_pid(data_dir)
         serve.kill()
         os.kill(postmaster, signal.SIGKILL)
         await load
-    finally:
-        serve.stop()
     acknowledged = [bodies[i] for i in results.acknowledged()]
     assert len(acknowledged) >= 1500
 
-    with serving(data_dir) as again:
-        await wait_ready(again)
+    async with serving(data_dir):
         _assert_exactly_once(acknowledged, _listed_ids(data_dir, len(bodies)))
 
 
@@ -150,13 +153,17 @@ def postgres(data_dir: Path) -> Iterator[EmbeddedPostgres]:
     server.stop()
 
 
+@pytest.fixture
+def dsn(postgres: EmbeddedPostgres) -> str:
+    """The DSN the drill's server is given (start of the running `postgres` just returns it)."""
+    return postgres.start()
+
+
 async def test_database_outage_is_spooled_and_drained(
-    data_dir: Path, postgres: EmbeddedPostgres
+    data_dir: Path, postgres: EmbeddedPostgres, dsn: str
 ) -> None:
-    dsn = postgres.start()
     bodies = _bodies("outage", 200_000)
-    with serving(data_dir, database_url=dsn) as serve:
-        await wait_ready(serve)
+    async with serving(data_dir, database_url=dsn) as serve:
         load, results = await _load_until(serve.port, bodies, acknowledged_at_least=500)
         postgres.stop()
         outage_start, acknowledged_before = time.monotonic(), len(results.acknowledged())
@@ -184,40 +191,30 @@ async def test_database_outage_is_spooled_and_drained(
         assert results.latency_quantile(0.99) < 1.0
         acknowledged = [bodies[i] for i in results.acknowledged()]
 
-        await _spool_drained(data_dir)
-        _assert_exactly_once(acknowledged, await _stored_ids(dsn))
+        await _drained_exactly_once(data_dir, dsn, acknowledged)
 
 
 async def test_server_killed_while_spooling_drains_on_restart(
-    data_dir: Path, postgres: EmbeddedPostgres
+    data_dir: Path, postgres: EmbeddedPostgres, dsn: str
 ) -> None:
-    dsn = postgres.start()
     bodies = _bodies("spoolkill", 20_000)
-    serve = start_serve(data_dir, database_url=dsn)
-    try:
-        await wait_ready(serve)
+    async with serving(data_dir, database_url=dsn) as serve:
         postgres.stop()
         load, results = await _load_until(serve.port, bodies, acknowledged_at_least=1000)
         serve.kill()
         await load
-    finally:
-        serve.stop()
     acknowledged = [bodies[i] for i in results.acknowledged()]
     postgres.start()
-    with serving(data_dir, database_url=dsn) as again:
-        await wait_ready(again)
-
+    async with serving(data_dir, database_url=dsn):
         await _spool_drained(data_dir)
     _assert_exactly_once(acknowledged, await _stored_ids(dsn))
 
 
 async def test_full_spool_answers_503_and_recovers(
-    data_dir: Path, postgres: EmbeddedPostgres
+    data_dir: Path, postgres: EmbeddedPostgres, dsn: str
 ) -> None:
-    dsn = postgres.start()
     bodies = _bodies("full", 400)
-    with serving(data_dir, database_url=dsn, spool_max_bytes=64 * 1024) as serve:
-        await wait_ready(serve)
+    async with serving(data_dir, database_url=dsn, spool_max_bytes=64 * 1024) as serve:
         postgres.stop()
         results = await post_many(serve.port, "/webhook/drill", bodies[:300], connections=1)
         statuses = [results.statuses[i] for i in range(300)]
@@ -234,26 +231,20 @@ async def test_full_spool_answers_503_and_recovers(
         await wait_until(accepting, timeout=60, what="PostgreSQL to take requests again")
         assert time.monotonic() - start < 60
 
-        await _spool_drained(data_dir)
         acknowledged = [bodies[i] for i in range(first_refused)] + [bodies[300]]
-        _assert_exactly_once(acknowledged, await _stored_ids(dsn))
+        await _drained_exactly_once(data_dir, dsn, acknowledged)
 
 
 async def test_sigterm_under_load_answers_everything_in_flight(data_dir: Path) -> None:
     bodies = _bodies("term", 30_000)
-    serve = start_serve(data_dir)
-    try:
-        await wait_ready(serve)
+    async with serving(data_dir) as serve:
         load, results = await _load_until(serve.port, bodies, acknowledged_at_least=1000)
         serve.process.send_signal(signal.SIGTERM)
         assert serve.process.wait(timeout=60) == 0
         await load
         assert EmbeddedPostgres.running_dsn(data_dir) is None, "embedded PostgreSQL left running"
-    finally:
-        serve.stop()
     # Requests after the listener closed fail to connect; none that was read gets a 5xx.
     assert set(results.statuses.values()) == {200}
     acknowledged = [bodies[i] for i in results.acknowledged()]
-    with serving(data_dir) as again:
-        await wait_ready(again)
+    async with serving(data_dir):
         _assert_exactly_once(acknowledged, _listed_ids(data_dir, len(bodies)))
