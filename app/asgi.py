@@ -19,20 +19,26 @@ from app.channels import CHANNEL, load_channels
 from app.config import Config
 from app.error_guard import ErrorGuard
 from app.errors import NotDurable, Overloaded
+from app.metrics import Metrics, event_type_label
+from app.metrics_endpoint import MetricsEndpoint
 from app.records import incoming
+from app.request_metrics import WEBHOOK_PREFIX, RequestMetrics
 from app.service import Service, running
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHANNEL = "default"
-_WEBHOOK = "/webhook"
 
 
 class Wabahook:
     """Routes requests and runs the lifespan; every other concern is its own ASGI class."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
         self.config = config
+        self.metrics = metrics or Metrics()
+        self._metrics_endpoint = (
+            MetricsEndpoint(config) if config.metrics_listen == "main" else None
+        )
         self.service: Service | None = None
         self._retry_after = [(b"retry-after", str(config.retry_after_s).encode())]
         self._budget = (
@@ -47,9 +53,11 @@ class Wabahook:
         """The webhook route's own middleware around `ingest`, outermost first: credentials
         before a byte of the body is read, the size-capped read, the signature over it."""
         limited = BodyLimit(
-            SignatureCheck(ingest, self.policies), self.config.max_body, self.config.body_timeout_s
+            SignatureCheck(ingest, self.policies, self.metrics),
+            self.config.max_body,
+            self.config.body_timeout_s,
         )
-        return HeaderAuth(limited, self.policies)
+        return HeaderAuth(limited, self.policies, self.metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -63,9 +71,10 @@ class Wabahook:
             return
         path: str = scope["path"]
         method: str = scope["method"]
-        if path == _WEBHOOK or path.startswith(_WEBHOOK + "/"):
+        if path == WEBHOOK_PREFIX or path.startswith(WEBHOOK_PREFIX + "/"):
             # Only the bare path is the default channel: "/webhook/" names no channel.
-            channel = DEFAULT_CHANNEL if path == _WEBHOOK else path[len(_WEBHOOK) + 1 :]
+            prefix = len(WEBHOOK_PREFIX) + 1
+            channel = DEFAULT_CHANNEL if path == WEBHOOK_PREFIX else path[prefix:]
             if not CHANNEL.fullmatch(channel):
                 await respond(send, 404, b"not found\n")
             elif method == "POST":
@@ -73,6 +82,8 @@ class Wabahook:
                 await self._webhook(scope, receive, send)
             else:
                 await self._not_post(scope, send, channel)
+        elif path == "/metrics" and self._metrics_endpoint is not None:
+            await self._metrics_endpoint(scope, receive, send)
         elif path in ("/healthz", "/readyz"):
             if method not in ("GET", "HEAD"):
                 await respond(send, 405, b"method not allowed\n", [(b"allow", b"GET, HEAD")])
@@ -102,11 +113,18 @@ class Wabahook:
         if self._budget is not None:
             wait = self._budget.take(channel, len(body))
             if wait:
+                self.metrics.inc("channel_budget_refusals_total")
                 seconds = retry_after(wait, self.config.retry_after_s)
                 retry = [(b"retry-after", str(seconds).encode())]
                 await respond(send, 503, b"channel over its byte budget, retry later\n", retry)
                 return
         request = incoming(body, channel, max_events=self.config.max_events)
+        metrics = self.metrics
+        metrics.inc("bodies_total", (request.outcome,))
+        for event in request.events:
+            label = event_type_label(event.kind, event.type)
+            body_format = "onprem" if event.waba_id is None else "cloud"
+            metrics.inc("events_received_total", (body_format, event.kind, label))
         try:
             await self.service.copy_buffer.submit(request)
         except Overloaded:
@@ -127,7 +145,7 @@ class Wabahook:
         message = await receive()
         assert message["type"] == "lifespan.startup"
         try:
-            async with running(self.config) as service:
+            async with running(self.config, self.metrics) as service:
                 self.service = service
                 if self.policies.all_open:
                     logger.warning(
@@ -151,7 +169,8 @@ class Wabahook:
 
 
 def build_app(config: Config) -> ASGIApp:
-    return ErrorGuard(Wabahook(config), config.retry_after_s)
+    metrics = Metrics() if config.metrics else Metrics.disabled()
+    return RequestMetrics(ErrorGuard(Wabahook(config, metrics), config.retry_after_s), metrics)
 
 
 def create_app() -> ASGIApp:

@@ -25,6 +25,7 @@ from app.asgi_types import ASGIApp, Receive, Scope, Send, respond
 from app.body_limit import replay_body
 from app.channels import ChannelSettings
 from app.config import Config
+from app.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +155,10 @@ def _challenge(policy: Policy) -> bytes:
     return scheme + b' realm="wabahook"'
 
 
-async def _unauthorized(send: Send, policy: Policy, reason: str, channel: str) -> None:
+async def _unauthorized(
+    send: Send, policy: Policy, reason: str, channel: str, metrics: Metrics
+) -> None:
+    metrics.inc("auth_refusals_total", (reason,))
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug(
             "refused: %s",
@@ -168,9 +172,10 @@ async def _unauthorized(send: Send, policy: Policy, reason: str, channel: str) -
 class _ChannelCheck:
     """The shape both checks share: non-http scopes pass, the channel's policy is looked up."""
 
-    def __init__(self, app: ASGIApp, policies: Policies) -> None:
+    def __init__(self, app: ASGIApp, policies: Policies, metrics: Metrics) -> None:
         self.app = app
         self.policies = policies
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -193,7 +198,7 @@ class HeaderAuth(_ChannelCheck):
     ) -> None:
         reason = header_refusal(policy, scope["headers"])
         if reason is not None:
-            await _unauthorized(send, policy, reason, channel)
+            await _unauthorized(send, policy, reason, channel, self.metrics)
             return
         await self.app(scope, receive, send)
 
@@ -211,7 +216,7 @@ class SignatureCheck(_ChannelCheck):
         body = message.get("body", b"")
         reason = signature_refusal(policy, scope["headers"], body)
         if reason is not None:
-            await _unauthorized(send, policy, reason, channel)
+            await _unauthorized(send, policy, reason, channel, self.metrics)
             return
         await self.app(scope, replay_body(body, receive), send)
 

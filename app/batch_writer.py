@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from app.errors import StorageUnavailable
+from app.metrics import Metrics
 from app.records import IncomingRequest
 from app.spool import Spool, SpooledRequest
 from app.storage import StorageRejected
@@ -32,9 +34,15 @@ class BatchWriter:
     """Makes batches durable: `store` them in PostgreSQL, else append them to `spool`."""
 
     def __init__(
-        self, store: Store, probe: Probe, spool: Spool | None, flush_timeout_s: float
+        self,
+        store: Store,
+        probe: Probe,
+        spool: Spool | None,
+        flush_timeout_s: float,
+        metrics: Metrics,
     ) -> None:
         self._store = store
+        self._metrics = metrics
         self._probe = probe
         self.spool = spool
         self._flush_timeout = flush_timeout_s
@@ -62,18 +70,27 @@ class BatchWriter:
                     extra={"action": "storage_down", "requests": len(requests)},
                 )
         await asyncio.to_thread(self.spool.append, _spooled(requests))
+        self._metrics.inc("spooled_batches_total")
         self.spool_pending.set()
 
     async def store_isolating(self, requests: list[IncomingRequest]) -> None:
         """Store in PostgreSQL; a body it refuses is kept raw as quarantined, not lost."""
+        started = time.perf_counter()
         try:
             await self._store(requests)
         except StorageRejected:
             await self._store_one_by_one(requests)
+        self._metrics.observe("flush_duration_seconds", time.perf_counter() - started)
+        self._metrics.observe("flush_rows", sum(request.rows for request in requests))
 
     async def probe(self) -> None:
         """Raise `StorageUnavailable` unless PostgreSQL answers."""
         await self._probe()
+
+    def replayed(self) -> None:
+        """A spooled batch committed: PostgreSQL is back, and the drain moved on."""
+        self._metrics.inc("spool_replayed_batches_total")
+        self.storage_recovered()
 
     def storage_recovered(self) -> None:
         """PostgreSQL took a write again: batches go to it, not to the spool."""

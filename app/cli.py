@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import logging.config
 import os
 import re
 import signal
@@ -23,7 +24,7 @@ from typing import Any, TypeVar
 import click
 import msgspec
 
-from app import dialog360, storage
+from app import dialog360, logs, storage
 from app.channels import ChannelSettings, ChannelsFileError, load_channels
 from app.config import Config, describe_fields, env_name
 from app.embedded import EmbeddedPostgres
@@ -36,31 +37,10 @@ T = TypeVar("T")
 
 # Fields every command that reads the database takes; `serve` takes them all.
 _DATABASE_FIELDS = ("database_url", "data_dir")
-# uvicorn attaches `color_message` to its records for its own coloured formatter.
-_STANDARD_RECORD_KEYS = set(vars(logging.makeLogRecord({}))) | {
-    "message",
-    "asctime",
-    "color_message",
-}
 
 
-class _KeyValueFormatter(logging.Formatter):
-    """`time level logger message key=value ...`, the `extra` of each record made visible."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        extra = {k: v for k, v in vars(record).items() if k not in _STANDARD_RECORD_KEYS}
-        if extra:
-            line += " " + " ".join(f"{key}={value}" for key, value in extra.items())
-        return line
-
-
-def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(_KeyValueFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+def configure_logging(config: Config) -> None:
+    logging.config.dictConfig(logs.dict_config(config.log_level, config.log_format))
 
 
 def config_options(names: tuple[str, ...]) -> Callable[[F], F]:
@@ -109,9 +89,14 @@ def serve(**options: Any) -> None:
     import uvicorn  # imported here: the other commands start faster without it
 
     from app import server
+    from app.metrics_endpoint import start_listener
 
     config = _build_config(options)
-    configure_logging(config.log_level)
+    configure_logging(config)
+    try:
+        load_channels(config.channels_file)  # a clear error now, not a traceback per worker
+    except WabahookError as exc:
+        raise click.ClickException(str(exc)) from exc
     with _database(config, announce=True) as dsn:
         config = msgspec.structs.replace(config, database_url=dsn)
         config.export_to_environ()  # worker processes rebuild the same Config from it
@@ -119,10 +104,17 @@ def serve(**options: Any) -> None:
             server.prepare_inherited_socket(config.fd)
         uvicorn_config = server.uvicorn_config(config)
         descriptors = server.raise_descriptor_limit()
+        server.start_metrics(config)
+        if config.metrics_listen not in ("main", "off"):
+            start_listener(config)
         logger.info(
             "serving with up to %d open files",
             descriptors,
-            extra={"action": "serve_started", "open_files": descriptors},
+            extra={
+                "action": "serve_started",
+                "open_files": descriptors,
+                "settings": config.redacted(),
+            },
         )
         uvicorn_server = uvicorn.Server(uvicorn_config)
         # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again with
@@ -136,6 +128,7 @@ def serve(**options: Any) -> None:
 
                 sock = uvicorn_config.bind_socket()
                 Multiprocess(uvicorn_config, sockets=[sock]).run()
+    logger.info("stopped", extra={"action": "serve_stopped"})
     if not uvicorn_server.started and config.workers == 1:
         sys.exit(3)
 

@@ -179,6 +179,21 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             "https://waba.360dialog.io (On-Premise)"
         ),
     ] = None
+    metrics: Annotated[bool, _doc("count metrics (off only to measure what counting costs)")] = True
+    metrics_listen: Annotated[
+        str,
+        _doc(
+            "host:port of a separate listener serving GET /metrics, run by serve; 'main' "
+            "serves /metrics on the webhook port instead; 'off' serves none"
+        ),
+    ] = "127.0.0.1:9464"
+    metrics_interval_s: Annotated[
+        float, _doc("how often each worker publishes its metrics for a scrape, s")
+    ] = 1.0
+    log_format: Annotated[
+        Literal["auto", "json", "text"],
+        _doc("log lines: JSON, key=value text, or auto (text on a terminal, else JSON)"),
+    ] = "auto"
     log_level: Annotated[
         Literal["critical", "error", "warning", "info", "debug"], _doc("log level")
     ] = "info"
@@ -204,6 +219,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             "max_header_bytes",
             "max_headers",
             "max_events",
+            "metrics_interval_s",
         )
         not_negative = (
             "backpressure_ms",
@@ -235,6 +251,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             name, _, value = self.auth_header.partition(":")
             if not name.strip() or not value.strip():
                 raise ValueError("auth_header is 'Name: value'")
+        if self.metrics_listen not in ("main", "off"):
+            host, _, port = self.metrics_listen.rpartition(":")
+            if not host or not port.isdigit() or int(port) > 65535:
+                raise ValueError("metrics_listen is host:port, 'main' or 'off'")
         if self.pool_size < self.flush_slots:
             raise ValueError("pool_size must be at least flush_slots")
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from app.config import Config
 from app.errors import NotDurable, Overloaded, WabahookError
+from app.metrics import Metrics
 from app.records import IncomingRequest
 
 logger = logging.getLogger(__name__)
@@ -55,8 +56,9 @@ class _Batch:
 class CopyBuffer:
     """Batches requests from many connections and hands each batch to one `write`."""
 
-    def __init__(self, config: Config, write: Write) -> None:
+    def __init__(self, config: Config, write: Write, metrics: Metrics) -> None:
         self._write = write
+        self._metrics = metrics
         self._slots = config.flush_slots
         self._max_flushes = config.pool_size
         self._flush_after = config.flush_ms / 1000
@@ -74,6 +76,11 @@ class CopyBuffer:
         self._room = asyncio.Event()
         self._room.set()
         self._closed = False
+
+    @property
+    def rows(self) -> int:
+        """Rows buffered: queued, and in flushes not done yet."""
+        return self._rows
 
     @property
     def full(self) -> bool:
@@ -167,6 +174,7 @@ class CopyBuffer:
         try:
             await self._write(requests, batch.items[0].arrived + self._ack_deadline)
         except Exception as exc:
+            self._metrics.inc("flush_failures_total")
             logger.error(
                 "batch not stored: %s",
                 exc,

@@ -75,7 +75,7 @@ class SpoolDrainer:
                     # A flush's own store: a body PostgreSQL refuses is kept quarantined.
                     await self._writer.store_isolating(self._restored(batch))
                     await asyncio.to_thread(spool.release, batch)
-                    self._writer.storage_recovered()
+                    self._writer.replayed()
                     logger.info(
                         "spooled batch replayed",
                         extra={

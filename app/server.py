@@ -14,8 +14,10 @@ import socket
 
 import uvicorn
 
+from app import logs, metrics
 from app.config import Config
 from app.http_protocol import HeadLimits, protocol_factory
+from app.metrics_endpoint import metrics_directory
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +44,15 @@ def uvicorn_config(config: Config) -> uvicorn.Config:
         access_log=False,
         server_header=False,
         proxy_headers=False,
-        log_config=None,  # the caller configures logging, once
+        # Applied in this process and again in every worker uvicorn starts.
+        log_config=logs.dict_config(config.log_level, config.log_format),
     )
+
+
+def start_metrics(config: Config) -> None:
+    """Totals start again with the service: forget what an earlier run's workers published."""
+    if config.metrics:
+        metrics.clear(metrics_directory(config))
 
 
 def raise_descriptor_limit() -> int:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,8 @@ from app.batch_writer import BatchWriter
 from app.config import Config
 from app.copy_buffer import CopyBuffer
 from app.embedded import EmbeddedPostgres
+from app.metrics import Metrics, SnapshotWriter
+from app.metrics_endpoint import metrics_directory
 from app.replay import SpoolDrainer
 from app.spool import worker_spools
 
@@ -53,7 +55,7 @@ class Service:
 
 
 @asynccontextmanager
-async def running(config: Config) -> AsyncIterator[Service]:
+async def running(config: Config, metrics: Metrics) -> AsyncIterator[Service]:
     async with _database_url(config) as dsn:
         # One connection beyond the flushes, so readiness checks never queue behind a batch.
         pool = await storage.create_pool(
@@ -66,8 +68,12 @@ async def running(config: Config) -> AsyncIterator[Service]:
                 retention.run_periodically(pool, config.retention_days)
             )
             try:
-                async with _writing(config, pool) as writer:
-                    copy_buffer = CopyBuffer(config, writer.write)
+                async with (
+                    _writing(config, pool, metrics) as writer,
+                    _publishing(config, metrics) as publish,
+                ):
+                    copy_buffer = CopyBuffer(config, writer.write, metrics)
+                    metrics.gauge("buffer_rows", lambda: copy_buffer.rows)
                     yield Service(config, pool, copy_buffer, writer)
                     left = await copy_buffer.close(config.shutdown_timeout_s)
                     if left:
@@ -76,6 +82,7 @@ async def running(config: Config) -> AsyncIterator[Service]:
                             left,
                             extra={"action": "shutdown_unflushed", "requests": left},
                         )
+                    publish()  # the last totals, with what shutdown flushed
             finally:
                 await _cancelled(maintenance)
         finally:
@@ -102,19 +109,25 @@ async def _database_url(config: Config) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def _writing(config: Config, pool: Pool) -> AsyncIterator[BatchWriter]:
+async def _writing(config: Config, pool: Pool, metrics: Metrics) -> AsyncIterator[BatchWriter]:
     """The batch writer, with this worker's spool and its drainer when the spool is on."""
     store = functools.partial(storage.write_batch, pool)
     probe = functools.partial(storage.ping, pool, READY_PING_TIMEOUT)
     flush_timeout = config.flush_timeout_ms / 1000
     if not config.spool_max_bytes:
-        yield BatchWriter(store, probe, None, flush_timeout)
+        writer = BatchWriter(store, probe, None, flush_timeout, metrics)
+        metrics.gauge("storage_up", lambda: 0 if writer.storage_down else 1)
+        yield writer
         return
     base = Path(config.data_dir) / "spool"
     mine, orphans = await asyncio.to_thread(worker_spools, base, config.spool_max_bytes)
-    writer = BatchWriter(store, probe, mine, flush_timeout)
+    spools = [*orphans, mine]
+    writer = BatchWriter(store, probe, mine, flush_timeout, metrics)
+    metrics.gauge("storage_up", lambda: 0 if writer.storage_down else 1)
+    metrics.gauge("spool_bytes", lambda: sum(spool.size for spool in spools))
+    metrics.gauge("spool_segments", lambda: sum(spool.segments for spool in spools))
     drainer = asyncio.get_running_loop().create_task(
-        SpoolDrainer([*orphans, mine], writer, config.max_events).run()
+        SpoolDrainer(spools, writer, config.max_events).run()
     )
     try:
         yield writer
@@ -123,6 +136,20 @@ async def _writing(config: Config, pool: Pool) -> AsyncIterator[BatchWriter]:
         for spool in orphans:
             spool.remove()
         mine.remove()
+
+
+@asynccontextmanager
+async def _publishing(config: Config, metrics: Metrics) -> AsyncIterator[Callable[[], None]]:
+    """This worker's metrics, written for the scrape every interval; yields a write-now."""
+    if not config.metrics or config.metrics_listen == "off":
+        yield lambda: None
+        return
+    writer = SnapshotWriter(metrics, metrics_directory(config), config.metrics_interval_s)
+    task = asyncio.get_running_loop().create_task(writer.run())
+    try:
+        yield writer.write
+    finally:
+        await _cancelled(task)
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:

@@ -17,6 +17,7 @@ import pytest
 from app import storage
 from app.batch_writer import BatchWriter
 from app.errors import StorageUnavailable
+from app.metrics import Metrics
 from app.records import IncomingRequest, incoming
 from app.replay import SpoolDrainer
 from app.spool import Spool
@@ -39,6 +40,7 @@ def _writer(pool: asyncpg.Pool, spool: Spool | None, flush_timeout_s: float = 1.
         functools.partial(storage.ping, pool, 1.0),
         spool,
         flush_timeout_s,
+        Metrics(),
     )
 
 

@@ -20,8 +20,13 @@ def is_setting(name: str) -> bool:
 
 
 def scrubbed_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This process's environment without any wabahook setting, then `extra` on top."""
+    """This process's environment without any wabahook setting, then `extra` on top.
+
+    /metrics is served on the webhook port unless `extra` says otherwise: the default separate
+    listener has one fixed port, which servers started side by side would contend for.
+    """
     environment = {name: value for name, value in os.environ.items() if not is_setting(name)}
+    environment["WABAHOOK_METRICS_LISTEN"] = "main"
     environment.update(extra or {})
     return environment
 

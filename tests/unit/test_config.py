@@ -293,3 +293,14 @@ def test_malformed_credentials_settings_are_refused(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         Config(**{setting: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", ["main", "off", "127.0.0.1:9464", "0.0.0.0:0", "[::1]:9464"])
+def test_metrics_listen_accepts(value: str) -> None:
+    assert Config(metrics_listen=value).metrics_listen == value
+
+
+@pytest.mark.parametrize("value", ["9464", ":9464", "host:", "host:http", "host:65536", ""])
+def test_metrics_listen_refuses(value: str) -> None:
+    with pytest.raises(ValueError, match="metrics_listen"):
+        Config(metrics_listen=value)

@@ -12,6 +12,7 @@ import pytest
 from app.config import Config
 from app.copy_buffer import CopyBuffer
 from app.errors import NotDurable, Overloaded, StorageUnavailable
+from app.metrics import Metrics
 from app.records import IncomingRequest, incoming
 from tests.corpus import cloud_text
 
@@ -44,7 +45,7 @@ async def test_batches_are_capped_at_batch_rows() -> None:
     recorder = Recorder()
     recorder.release.clear()
     # Each request is 2 rows (itself and one event): 10 rows is 5 requests exactly.
-    buffer = CopyBuffer(Config(batch_rows=10, flush_slots=1, pool_size=1), recorder)
+    buffer = CopyBuffer(Config(batch_rows=10, flush_slots=1, pool_size=1), recorder, Metrics())
     submits = [asyncio.create_task(buffer.submit(r)) for r in _requests(13)]
     await recorder.called.wait()  # the first request went alone: the slot was free
     recorder.release.set()
@@ -54,7 +55,7 @@ async def test_batches_are_capped_at_batch_rows() -> None:
 
 async def test_a_lone_request_does_not_wait_for_the_timer() -> None:
     recorder = Recorder()
-    buffer = CopyBuffer(Config(flush_ms=60_000.0), recorder)
+    buffer = CopyBuffer(Config(flush_ms=60_000.0), recorder, Metrics())
     async with asyncio.timeout(5):  # far below the 60 s timer
         await buffer.submit(_requests(1)[0])
     assert len(recorder.batches) == 1
@@ -63,7 +64,7 @@ async def test_a_lone_request_does_not_wait_for_the_timer() -> None:
 async def test_late_rows_get_a_flush_of_their_own() -> None:
     recorder = Recorder()
     recorder.release.clear()
-    buffer = CopyBuffer(Config(flush_slots=1, pool_size=2, flush_ms=50.0), recorder)
+    buffer = CopyBuffer(Config(flush_slots=1, pool_size=2, flush_ms=50.0), recorder, Metrics())
     first, second = _requests(2)
     first_done = asyncio.create_task(buffer.submit(first))
     await recorder.called.wait()
@@ -80,9 +81,8 @@ async def test_late_rows_get_a_flush_of_their_own() -> None:
 async def test_no_late_flush_beyond_the_pool() -> None:
     recorder = Recorder()
     recorder.release.clear()
-    buffer = CopyBuffer(
-        Config(flush_slots=1, pool_size=1, flush_ms=10.0, ack_deadline_ms=300.0), recorder
-    )
+    config = Config(flush_slots=1, pool_size=1, flush_ms=10.0, ack_deadline_ms=300.0)
+    buffer = CopyBuffer(config, recorder, Metrics())
     first, second = _requests(2)
     first_done = asyncio.create_task(buffer.submit(first))
     await recorder.called.wait()
@@ -99,7 +99,7 @@ async def test_backpressure_at_the_buffer_limit(admitted: int, buffer_rows: int)
     recorder = Recorder()
     recorder.release.clear()
     config = Config(buffer_rows=buffer_rows, backpressure_ms=100.0, flush_slots=1, pool_size=1)
-    buffer = CopyBuffer(config, recorder)
+    buffer = CopyBuffer(config, recorder, Metrics())
     requests = _requests(admitted + 1)
     held = [asyncio.create_task(buffer.submit(r)) for r in requests[:admitted]]
     await recorder.called.wait()
@@ -114,7 +114,7 @@ async def test_backpressure_at_the_buffer_limit(admitted: int, buffer_rows: int)
 
 async def test_close_flushes_what_is_buffered() -> None:
     recorder = Recorder()
-    buffer = CopyBuffer(Config(), recorder)
+    buffer = CopyBuffer(Config(), recorder, Metrics())
     submits = [asyncio.create_task(buffer.submit(r)) for r in _requests(20)]
     await recorder.called.wait()  # the first flush runs after every submit has enqueued
     assert await buffer.close(timeout=5) == 0
@@ -126,7 +126,7 @@ async def test_close_flushes_what_is_buffered() -> None:
 
 async def test_the_write_gets_the_oldest_requests_deadline() -> None:
     recorder = Recorder()
-    buffer = CopyBuffer(Config(ack_deadline_ms=2000.0), recorder)
+    buffer = CopyBuffer(Config(ack_deadline_ms=2000.0), recorder, Metrics())
     loop = asyncio.get_running_loop()
     before = loop.time()
     await buffer.submit(_requests(1)[0])
@@ -140,7 +140,7 @@ async def test_a_failed_write_answers_every_request_of_its_batch_not_durable(
     async def failing(batch: list[IncomingRequest], give_up_at: float) -> None:
         raise StorageUnavailable("gone")
 
-    buffer = CopyBuffer(Config(), failing)
+    buffer = CopyBuffer(Config(), failing, Metrics())
     results = await asyncio.gather(
         *(buffer.submit(r) for r in _requests(3)), return_exceptions=True
     )
