@@ -123,8 +123,7 @@ class Wabahook:
         metrics.inc("bodies_total", (request.outcome,))
         for event in request.events:
             label = event_type_label(event.kind, event.type)
-            body_format = "onprem" if event.waba_id is None else "cloud"
-            metrics.inc("events_received_total", (body_format, event.kind, label))
+            metrics.inc("events_received_total", (request.format, event.kind, label))
         try:
             await self.service.copy_buffer.submit(request)
         except Overloaded:

@@ -19,11 +19,11 @@ from app.errors import StorageUnavailable
 from app.metrics import Metrics
 from app.records import IncomingRequest
 from app.spool import Spool, SpooledRequest
-from app.storage import StorageRejected
+from app.storage import Flushed, StorageRejected
 
 logger = logging.getLogger(__name__)
 
-Store = Callable[[list[IncomingRequest]], Awaitable[None]]
+Store = Callable[[list[IncomingRequest]], Awaitable[Flushed]]
 Probe = Callable[[], Awaitable[None]]
 
 _RETRY_FIRST_DELAY = 0.05  # seconds; doubles per failed attempt
@@ -77,7 +77,7 @@ class BatchWriter:
         """Store in PostgreSQL; a body it refuses is kept raw as quarantined, not lost."""
         started = time.perf_counter()
         try:
-            await self._store(requests)
+            self._count(await self._store(requests))
         except StorageRejected:
             await self._store_one_by_one(requests)
         self._metrics.observe("flush_duration_seconds", time.perf_counter() - started)
@@ -116,18 +116,23 @@ class BatchWriter:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_DELAY)
 
+    def _count(self, flushed: Flushed) -> None:
+        self._metrics.inc("events_stored_total", amount=flushed.stored)
+        self._metrics.inc("events_deduplicated_total", amount=flushed.events - flushed.stored)
+        self._metrics.inc("dedup_conflicts_total", amount=flushed.conflicts)
+
     async def _store_one_by_one(self, requests: list[IncomingRequest]) -> None:
         """Find the body PostgreSQL refuses, and keep that one raw, quarantined."""
         for request in requests:
             try:
-                await self._store([request])
+                self._count(await self._store([request]))
             except StorageRejected as exc:
                 logger.error(
                     "body refused by PostgreSQL, quarantined: %s",
                     exc,
                     extra={"action": "body_quarantined", "request_id": str(request.id)},
                 )
-                await self._store([request.quarantined()])
+                self._count(await self._store([request.quarantined()]))
 
 
 def _spooled(requests: list[IncomingRequest]) -> list[SpooledRequest]:

@@ -166,7 +166,11 @@ def migrate(**options: Any) -> None:
 @main.command()
 @config_options(_DATABASE_FIELDS)
 @click.option("--channel", help="only events that arrived on this channel")
-@click.option("--kind", type=click.Choice(["message", "status", "error", "other"]))
+@click.option("--kind", type=click.Choice(["message", "status", "error", "other", "echo", "call"]))
+@click.option(
+    "--contact",
+    help="only events naming this wa_id, business-scoped user id or group id (docs/protocol.md §6)",
+)
 @click.option("--since", help="received at or after: ISO time, or an age such as 30s, 15m, 2h, 7d")
 @click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
 @click.option(
@@ -181,6 +185,7 @@ def migrate(**options: Any) -> None:
 def events(
     channel: str | None,
     kind: str | None,
+    contact: str | None,
     since: str | None,
     limit: int,
     output: str,
@@ -194,7 +199,7 @@ def events(
     async def run(dsn: str) -> list[dict[str, Any]]:
         async with storage.connect(dsn) as connection:
             select = storage.select_event_conflicts if conflicts else storage.select_events
-            return await select(connection, channel, kind, since_time, limit)
+            return await select(connection, channel, kind, since_time, limit, contact=contact)
 
     with _database(config, migrate=True) as dsn:
         rows = _run(run(dsn))
@@ -210,6 +215,8 @@ def events(
             "type": row["type"],
             "id": row["message_id"],
             "wa_id": row["wa_id"],
+            "user_id": row["user_id"],
+            "group_id": row["group_id"],
             "phone_number_id": row["phone_number_id"],
             "waba_id": row["waba_id"],
             "event_ts": row["event_ts"],
@@ -234,6 +241,8 @@ def _print_conflicts(rows: list[dict[str, Any]], output: str) -> None:
             "type": row["type"],
             "id": row["message_id"],
             "wa_id": row["wa_id"],
+            "user_id": row["user_id"],
+            "group_id": row["group_id"],
             "phone_number_id": row["phone_number_id"],
             "request_id": row["request_id"],
             "seq": row["seq"],

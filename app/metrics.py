@@ -153,6 +153,11 @@ _KNOWN_TYPES = {
         "reaction order system unknown unsupported request_welcome ephemeral".split()
     ),
     "status": frozenset("sent delivered read failed deleted warning played".split()),
+    "echo": frozenset(
+        "text image audio video document sticker location contacts interactive reaction "
+        "template".split()
+    ),
+    "call": frozenset("connect terminate RINGING ACCEPTED REJECTED".split()),
     "other": frozenset(
         "account_update account_review_update account_alerts business_capability_update "
         "message_template_status_update phone_number_name_update phone_number_quality_update "

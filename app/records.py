@@ -27,6 +27,8 @@ EVENT_COLUMNS = (
     "type",
     "message_id",
     "wa_id",
+    "user_id",
+    "group_id",
     "phone_number_id",
     "waba_id",
     "event_ts",
@@ -41,6 +43,8 @@ EventRow = tuple[
     datetime,
     str,
     str,
+    str | None,
+    str | None,
     str | None,
     str | None,
     str | None,
@@ -61,6 +65,7 @@ class IncomingRequest(msgspec.Struct):
     outcome: str
     sha256: bytes
     events: list[Event]
+    format: str = ""  # "cloud" or "onprem" for a stored body
 
     @property
     def rows(self) -> int:
@@ -90,6 +95,8 @@ class IncomingRequest(msgspec.Struct):
                 event.type,
                 event.message_id,
                 event.wa_id,
+                event.user_id,
+                event.group_id,
                 event.phone_number_id,
                 event.waba_id,
                 event.event_ts,
@@ -122,11 +129,16 @@ def incoming(
         outcome=normalised.outcome,
         sha256=hashlib.sha256(body).digest(),
         events=normalised.events,
+        format=normalised.format,
     )
 
 
 _KEY_ENCODER = msgspec.json.Encoder()
 _id_bits = random.Random()  # seeded from os.urandom
+
+
+# docs/protocol.md §7: the kinds whose elements carry an id of their own, keyed by it.
+ID_KINDS = frozenset({"message", "status", "echo", "call"})
 
 
 def dedup_key(event: Event, channel: str, body_sha256: bytes) -> bytes:
@@ -135,7 +147,7 @@ def dedup_key(event: Event, channel: str, body_sha256: bytes) -> bytes:
     Events without an id are only merged with the same event of an exact redelivery: the same
     bytes on the same channel, at the same position.
     """
-    if event.message_id is not None and event.kind in ("message", "status"):
+    if event.message_id is not None and event.kind in ID_KINDS:
         scope = ("number", event.phone_number_id) if event.phone_number_id else ("channel", channel)
         material = _KEY_ENCODER.encode((event.kind, event.message_id, event.type, *scope))
     else:

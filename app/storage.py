@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -94,7 +95,16 @@ async def migrate(connection: Connection) -> list[str]:
     return applied
 
 
-async def write_batch(pool: Pool, batch: Sequence[IncomingRequest]) -> None:
+@dataclass(frozen=True, slots=True)
+class Flushed:
+    """What one committed batch did."""
+
+    events: int  # events the batch brought
+    stored: int  # of those, new: the rest were redeliveries dedup dropped
+    conflicts: int  # dropped ones whose payload differed from the stored event's
+
+
+async def write_batch(pool: Pool, batch: Sequence[IncomingRequest]) -> Flushed:
     """COPY into staging, move into the tables skipping duplicates, COMMIT: all or nothing.
 
     Dedup conflicts the batch recorded (docs/protocol.md §7) are logged once, after the COMMIT.
@@ -112,7 +122,8 @@ async def write_batch(pool: Pool, batch: Sequence[IncomingRequest]) -> None:
                 await connection.copy_records_to_table(
                     "wabahook_events_staging", records=events, columns=EVENT_COLUMNS
                 )
-            conflicts: int = await connection.fetchval(queries["insert_staged"])
+            result = await connection.fetchrow(queries["insert_staged"])
+    conflicts: int = result["conflicts"]
     if conflicts:
         logger.warning(
             "dedup recorded %d conflicting events: same key as a stored event, other payload",
@@ -129,6 +140,7 @@ async def write_batch(pool: Pool, batch: Sequence[IncomingRequest]) -> None:
                 "ms": round((time.perf_counter() - started) * 1000, 2),
             },
         )
+    return Flushed(len(events), result["stored"], conflicts)
 
 
 async def ping(pool: Pool, timeout: float) -> None:
@@ -154,9 +166,13 @@ async def select_events(
     kind: str | None,
     since: datetime | None,
     limit: int,
+    contact: str | None = None,
 ) -> list[dict[str, Any]]:
+    """Stored events, oldest first; `contact` keeps those whose wa_id, user id or group id it is."""
     with wrap_exceptions():
-        rows = await connection.fetch(queries["select_events"], channel, kind, since, limit)
+        rows = await connection.fetch(
+            queries["select_events"], channel, kind, since, limit, contact
+        )
     return [dict(row) for row in rows]
 
 
@@ -166,10 +182,12 @@ async def select_event_conflicts(
     kind: str | None,
     since: datetime | None,
     limit: int,
+    contact: str | None = None,
 ) -> list[dict[str, Any]]:
+    """Recorded dedup conflicts, oldest first; `contact` as in `select_events`."""
     with wrap_exceptions():
         rows = await connection.fetch(
-            queries["select_event_conflicts"], channel, kind, since, limit
+            queries["select_event_conflicts"], channel, kind, since, limit, contact
         )
     return [dict(row) for row in rows]
 

@@ -61,12 +61,16 @@ def read_log(path: Path) -> list[Sent]:
     return sent
 
 
+# The kinds keyed by their own id (docs/protocol.md §7); every other event by its body.
+ID_KINDS = ("message", "status", "echo", "call")
+
+
 def event_keys(channel: str, body: bytes) -> list[EventKey]:
     """Spec section 8's dedup key of each event in a body, derived here, not by the server."""
     digest = hashlib.sha256(body).digest()
     keys: list[EventKey] = []
     for event in normalise(body).events:
-        if event.message_id is not None and event.kind in ("message", "status"):
+        if event.message_id is not None and event.kind in ID_KINDS:
             scope = (
                 ("number", event.phone_number_id) if event.phone_number_id else ("channel", channel)
             )
@@ -112,7 +116,7 @@ def stored_events(dsn: str) -> tuple[list[EventKey], int]:
         requests = (await fetch(dsn, "SELECT count(*) FROM wabahook_requests"))[0][0]
         keys: list[EventKey] = []
         for r in rows:
-            if r["message_id"] is not None and r["kind"] in ("message", "status"):
+            if r["message_id"] is not None and r["kind"] in ID_KINDS:
                 pnid = r["phone_number_id"]
                 scope = ("number", pnid) if pnid else ("channel", r["channel"])
                 keys.append((r["kind"], r["message_id"], r["type"], *scope))

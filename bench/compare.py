@@ -178,6 +178,7 @@ def run(
         )
         starters: list[tuple[str, Callable[[], AbstractContextManager[procs.Server]], str | None]]
         wabahook_dsn = postgres.create_database(f"bench_wabahook_{run_id}")
+        unmetered_dsn = postgres.create_database(f"bench_unmetered_{run_id}")
         typical_dsn = postgres.create_database(f"bench_typical_{run_id}")
         starters = [
             ("bare", lambda: servers.bare(cpus=placement.server, log=workdir / "bare.log"), None),
@@ -191,6 +192,18 @@ def run(
                     settings=settings,
                 ),
                 wabahook_dsn,
+            ),
+            (
+                # The same server with metrics off, to show what counting costs.
+                "unmetered",
+                lambda: servers.wabahook(
+                    database_url=unmetered_dsn,
+                    data_dir=workdir / "data-unmetered",
+                    cpus=placement.server,
+                    log=workdir / "unmetered.log",
+                    settings={**settings, "metrics": "false"},
+                ),
+                unmetered_dsn,
             ),
             (
                 "typical",
@@ -231,7 +244,7 @@ def run(
                         rate=top / 2,
                     )
                     _progress(point)
-            if dsn == wabahook_dsn:
+            if dsn in (wabahook_dsn, unmetered_dsn):
                 contest.stored = count_rows(dsn, "wabahook_events")
             elif dsn == typical_dsn:
                 contest.stored = count_rows(dsn, "webhook_events")
@@ -311,6 +324,19 @@ def _print(
         )
     worst = max(p.result.max_ms for p in wabahook.points)
     targets.check("wabahook: no request over 1 s", worst < 1000, f"max {worst:.1f} ms")
+    unmetered = _by(contests, "unmetered")
+    for i, n in enumerate(connections):
+        metered, off = wabahook.points[i].result.rps, unmetered.points[i].result.rps
+        print(
+            f"  {n:>4} connections  metrics on/off {metered / off:.3f}x  "
+            f"({metered:,.0f} vs {off:,.0f} req/s)"
+        )
+    cost = 1 - wabahook.points[0].result.rps / unmetered.points[0].result.rps
+    targets.check(
+        f"metrics cost < 3% of throughput at {connections[0]} connections",
+        cost < 0.03,
+        f"{cost:+.1%}",
+    )
     print("\ncorrectness")
     verdict.print()
     print("\ntargets of issue #4")

@@ -1,9 +1,11 @@
 """Webhook bodies as 360dialog delivers them, each with the events it must produce.
 
 The contract is the spec's "Normalisation: exactly what becomes an event" (with sections
-6-8 for the fields). Values are invented but shaped like real traffic: Cloud bodies are
-serialised the way Meta does it (compact, non-ASCII as lower-case ``\\uXXXX``, ``/`` as
-``\\/``), On-Premise bodies the way the client does it (raw UTF-8, spaced separators).
+6-8 for the fields), with the additions docs/protocol.md §6 makes: business-scoped user ids,
+groups, and calls and message echoes as events of their own. Values are invented but
+shaped like real traffic: Cloud bodies are serialised the way Meta does it (compact,
+non-ASCII as lower-case ``\\uXXXX``, ``/`` as ``\\/``), On-Premise bodies the way the client
+does it (raw UTF-8, spaced separators).
 
 ``Case.format`` is what the body is recognised as ("quarantined" when it is not even a
 JSON object); ``Case.outcome`` is what the receiver must do with it. A Cloud body with a
@@ -15,17 +17,25 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 
 @dataclass(frozen=True)
 class Expected:
-    kind: str  # "message" | "status" | "error" | "other"
-    type: str | None  # message type verbatim / status value / error code as string / field
-    message_id: str | None  # messages[].id / statuses[].id; None for error/other
-    wa_id: str | None  # message "from"; status recipient_id, else message.recipient_id
-    phone_number_id: str | None  # Cloud metadata.phone_number_id (field "messages"); else None
+    kind: str  # "message" | "status" | "error" | "other" | "echo" | "call"
+    # message or echo type verbatim / status value / error code as string / call event or
+    # call status / field
+    type: str | None
+    message_id: str | None  # the element's id; None for error/other
+    # message "from"; status recipient_id, else message.recipient_id; echo "to"; call: the
+    # user's side ("from", or "to" of a business-initiated call)
+    wa_id: str | None
+    phone_number_id: str | None  # Cloud metadata.phone_number_id of the change; else None
+    # from_user_id / recipient_user_id / to_user_id (call: the user's side)
+    user_id: str | None = None
+    # message group_id; status recipient_id when recipient_type is "group"; echo group_id
+    group_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -177,23 +187,58 @@ def _onprem_messages(*messages: dict[str, Any], contact: dict[str, Any] | None =
 
 
 def _m(
-    type_: str | None, message_id: str | None, wa_id: str | None, pnid: str | None = None
+    type_: str | None,
+    message_id: str | None,
+    wa_id: str | None,
+    pnid: str | None = None,
+    *,
+    user_id: str | None = None,
+    group_id: str | None = None,
 ) -> Expected:
-    return Expected("message", type_, message_id, wa_id, pnid)
+    return Expected("message", type_, message_id, wa_id, pnid, user_id, group_id)
 
 
 def _s(
-    status: str | None, message_id: str | None, wa_id: str | None, pnid: str | None = None
+    status: str | None,
+    message_id: str | None,
+    wa_id: str | None,
+    pnid: str | None = None,
+    *,
+    user_id: str | None = None,
+    group_id: str | None = None,
 ) -> Expected:
-    return Expected("status", status, message_id, wa_id, pnid)
+    return Expected("status", status, message_id, wa_id, pnid, user_id, group_id)
 
 
 def _e(code: str | None, pnid: str | None = None) -> Expected:
     return Expected("error", code, None, None, pnid)
 
 
-def _o(field: str) -> Expected:
-    return Expected("other", field, None, None, None)
+def _o(field: str, pnid: str | None = None) -> Expected:
+    return Expected("other", field, None, None, pnid)
+
+
+def _echo(
+    type_: str | None,
+    message_id: str | None,
+    wa_id: str | None,
+    pnid: str | None,
+    *,
+    user_id: str | None = None,
+    group_id: str | None = None,
+) -> Expected:
+    return Expected("echo", type_, message_id, wa_id, pnid, user_id, group_id)
+
+
+def _call(
+    type_: str | None,
+    call_id: str | None,
+    wa_id: str | None,
+    pnid: str | None,
+    *,
+    user_id: str | None = None,
+) -> Expected:
+    return Expected("call", type_, call_id, wa_id, pnid, user_id)
 
 
 P = PHONE_NUMBER_ID
@@ -656,7 +701,7 @@ _CLOUD_MESSAGES: list[Case] = [
                 "user_id": BSUID,
             },
         ),
-        _m("system", _wamid(MX, 23), MX, P),
+        _m("system", _wamid(MX, 23), MX, P, user_id=BSUID),
     ),
     _cloud_case(
         "cloud-unsupported",
@@ -709,7 +754,7 @@ _CLOUD_MESSAGES: list[Case] = [
         _cloud_messages(
             _cm(28, "text", {"body": "Wer bringt den Kuchen mit? 🎂"}, group_id=GROUP_ID)
         ),
-        _m("text", _wamid(DE, 28), DE, P),
+        _m("text", _wamid(DE, 28), DE, P, group_id=GROUP_ID),
     ),
     _cloud_case(
         "cloud-username-user-without-from",
@@ -742,7 +787,7 @@ _CLOUD_MESSAGES: list[Case] = [
                 )
             )
         ),
-        _m("text", "wamid.HBgSRVMuMTE5MjgzNzQ2NTAxOTI4FQIAEhgUM0VCMEE5", None, P),
+        _m("text", "wamid.HBgSRVMuMTE5MjgzNzQ2NTAxOTI4FQIAEhgUM0VCMEE5", None, P, user_id=BSUID),
     ),
     _cloud_case(
         "cloud-referral-ctwa",
@@ -946,6 +991,7 @@ _CLOUD_STATUSES: list[Case] = [
             "wamid.HBgSREUuODgxMjAzMzc0NjUwMjEzFQIAERgSNUExN0QwQzBGRkVFOTk4ODc3AA==",
             None,
             P,
+            user_id=BSUID_DE,
         ),
     ),
     _cloud_case(
@@ -960,7 +1006,7 @@ _CLOUD_STATUSES: list[Case] = [
                 "recipient_participant_id": DE2,
             }
         ),
-        _s("read", _wamid(DE, 46, outbound=True), GROUP_ID, P),
+        _s("read", _wamid(DE, 46, outbound=True), GROUP_ID, P, group_id=GROUP_ID),
     ),
 ]
 
@@ -1023,6 +1069,8 @@ _CLOUD_ERRORS: list[Case] = [
 
 # --- Cloud: fields other than "messages" -----------------------------------------------------
 
+WACID = "wacid.HBgNNDkxNTE5ODc2NTQzMhUCABEYIEE1QzM3OTlFMzhGNjQ5QjA"
+WACID_2 = "wacid.HBgNNDkxNTE5ODc2NTQzMhUCABEYIDc3QjJGMDE5QUQ0RjQ2MzI"
 
 _OTHER_FIELDS: list[tuple[str, Any]] = [
     (
@@ -1128,13 +1176,13 @@ _OTHER_FIELDS: list[tuple[str, Any]] = [
         ),
     ),
     (
-        # Calls carry `contacts` and `statuses` of their own: still one `other` event.
+        # Its calls and the statuses of calls are events of their own, kind `call`.
         "calls",
         _value(
             contacts=[_contact(DE, "Clara Fuchs")],
             calls=[
                 {
-                    "id": "wacid.HBgNNDkxNTE5ODc2NTQzMhUCABEYIEE1QzM3OTlFMzhGNjQ5QjA",
+                    "id": WACID,
                     "to": DISPLAY_PHONE,
                     "from": DE,
                     "event": "connect",
@@ -1145,7 +1193,7 @@ _OTHER_FIELDS: list[tuple[str, Any]] = [
             ],
             statuses=[
                 {
-                    "id": "wacid.HBgNNDkxNTE5ODc2NTQzMhUCABEYIEE1QzM3OTlFMzhGNjQ5QjA",
+                    "id": WACID,
                     "timestamp": "1780000601",
                     "type": "call",
                     "status": "RINGING",
@@ -1181,6 +1229,7 @@ _OTHER_FIELDS: list[tuple[str, Any]] = [
         ),
     ),
     (
+        # What the business sent from the WhatsApp Business app: events of their own, `echo`.
         "smb_message_echoes",
         _value(
             message_echoes=[
@@ -1224,8 +1273,43 @@ _OTHER_FIELDS: list[tuple[str, Any]] = [
     ),
 ]
 
+# What each field above gives where it is not one `other` event without a phone_number_id:
+# fields whose value names the business number by its metadata, and the fields whose elements
+# are events of their own.
+_FIELD_EVENTS: dict[str, tuple[Expected, ...]] = {
+    "user_preferences": (_o("user_preferences", P),),
+    "calls": (_call("connect", WACID, DE, P), _call("RINGING", WACID, DE, P)),
+    "history": (_o("history", P),),
+    "smb_message_echoes": (_echo("text", _wamid(DE, 91, outbound=True), DE, P),),
+    "smb_app_state_sync": (_o("smb_app_state_sync", P),),
+}
+
+
+def _field_events(field: str) -> tuple[Expected, ...]:
+    return _FIELD_EVENTS.get(field, (_o(field),))
+
+
+def _on_second_number(value: Any) -> Any:
+    """The value as the second business number's. The calls and echoes above keep their ids,
+    and ids are scoped by number, not by body: on the first number they would be the same
+    events again (redeliveries), not events of this case."""
+    if isinstance(value, dict) and "metadata" in value:
+        number = {"display_phone_number": DISPLAY_PHONE_ES, "phone_number_id": PHONE_NUMBER_ID_ES}
+        return {**value, "metadata": number}
+    return value
+
+
+def _second_number_events(field: str) -> tuple[Expected, ...]:
+    events = _field_events(field)
+    return tuple(replace(e, phone_number_id=P_ES) if e.phone_number_id else e for e in events)
+
+
 _CLOUD_OTHER: list[Case] = [
-    _cloud_case(f"cloud-other-{field}", _cloud_other(field, value, time=1780000400 + i), _o(field))
+    _cloud_case(
+        f"cloud-other-{field}",
+        _cloud_other(field, value, time=1780000400 + i),
+        *_field_events(field),
+    )
     for i, (field, value) in enumerate(_OTHER_FIELDS)
 ] + [
     _cloud_case(
@@ -1238,12 +1322,12 @@ _CLOUD_OTHER: list[Case] = [
         _cloud_bytes(
             _cloud(
                 _entry(
-                    *(_change(field, value) for field, value in _OTHER_FIELDS),
+                    *(_change(field, _on_second_number(value)) for field, value in _OTHER_FIELDS),
                     time=1780000999,
                 )
             )
         ),
-        *(_o(field) for field, _ in _OTHER_FIELDS),
+        *(event for field, _ in _OTHER_FIELDS for event in _second_number_events(field)),
     ),
 ]
 
@@ -1542,6 +1626,270 @@ _CLOUD_BATCHES: list[Case] = [
             indent=2,
         ).encode(),
         _m("text", _wamid(ES, 87), ES, P),
+    ),
+]
+
+
+# --- Cloud: user ids, groups, calls and message echoes (docs/protocol.md §6) ----------------
+
+WACID_3 = "wacid.HBgNNDkxNTE5ODc2NTQzMhUCABEYIEJGMTQwQ0U1RTJBNjQ3MDk"
+_USERNAME_CONTACT = {
+    "profile": {"name": "Mateo", "username": "@mateo.bakes"},
+    "user_id": BSUID,
+    "parent_user_id": "ES.000111222333444",
+}
+_DE_CONTACT = {"profile": {"name": "Clara Fuchs"}, "wa_id": DE, "user_id": BSUID_DE}
+
+
+def _cloud_change(field: str, *, time: int | None = None, **arrays: Any) -> bytes:
+    """One Cloud change of `field` whose value has metadata and `arrays`."""
+    return _cloud_bytes(_cloud(_entry(_change(field, _value(**arrays)), time=time)))
+
+
+_CLOUD_IDENTITIES: list[Case] = [
+    _cloud_case(
+        "cloud-username-user-and-phone-user-in-one-value",
+        _cloud_change(
+            "messages",
+            contacts=[_USERNAME_CONTACT, _DE_CONTACT],
+            messages=[
+                {
+                    "from_user_id": BSUID,
+                    "from_parent_user_id": "ES.000111222333444",
+                    "id": "wamid.HBgSRVMuMTE5MjgzNzQ2NTAxOTI4FQIAEhgUM0VCMEI3",
+                    "timestamp": "1780003001",
+                    "text": {"body": "¿Y los sábados?"},
+                    "type": "text",
+                },
+                _cm(301, "text", {"body": "Samstags bis 14 Uhr"}, from_user_id=BSUID_DE),
+            ],
+        ),
+        _m("text", "wamid.HBgSRVMuMTE5MjgzNzQ2NTAxOTI4FQIAEhgUM0VCMEI3", None, P, user_id=BSUID),
+        _m("text", _wamid(DE, 301), DE, P, user_id=BSUID_DE),
+    ),
+    _cloud_case(
+        "cloud-group-message-from-username-user",
+        _cloud_change(
+            "messages",
+            contacts=[_USERNAME_CONTACT],
+            messages=[
+                {
+                    "from_user_id": BSUID,
+                    "group_id": GROUP_ID,
+                    "id": "wamid.HBgSRVMuMTE5MjgzNzQ2NTAxOTI4FQIAEhgUM0VCMEMx",
+                    "timestamp": "1780003002",
+                    "text": {"body": "Yo llevo el pastel 🎂"},
+                    "type": "text",
+                }
+            ],
+        ),
+        _m(
+            "text",
+            "wamid.HBgSRVMuMTE5MjgzNzQ2NTAxOTI4FQIAEhgUM0VCMEMx",
+            None,
+            P,
+            user_id=BSUID,
+            group_id=GROUP_ID,
+        ),
+    ),
+    _cloud_case(
+        "cloud-status-recipient-id-and-user-id",
+        _cloud_statuses({**_cs(302, "delivered"), "recipient_user_id": BSUID_DE}),
+        _s("delivered", _wamid(DE, 302, outbound=True), DE, P, user_id=BSUID_DE),
+    ),
+    _cloud_case(
+        "cloud-calls-user-initiated-connect-and-terminate",
+        _cloud_change(
+            "calls",
+            contacts=[_DE_CONTACT],
+            calls=[
+                {
+                    "id": WACID_2,
+                    "to": DISPLAY_PHONE,
+                    "from": DE,
+                    "from_user_id": BSUID_DE,
+                    "event": "connect",
+                    "timestamp": "1780003010",
+                    "direction": "USER_INITIATED",
+                    "session": {"sdp_type": "offer", "sdp": "v=0\r\no=- 7 2 IN IP4 127.0.0.1"},
+                },
+                {
+                    "id": WACID_2,
+                    "to": DISPLAY_PHONE,
+                    "from": DE,
+                    "from_user_id": BSUID_DE,
+                    "event": "terminate",
+                    "direction": "USER_INITIATED",
+                    "timestamp": "1780003130",
+                    "status": "COMPLETED",
+                    "start_time": "1780003012",
+                    "end_time": "1780003130",
+                    "duration": 118,
+                },
+            ],
+        ),
+        _call("connect", WACID_2, DE, P, user_id=BSUID_DE),
+        _call("terminate", WACID_2, DE, P, user_id=BSUID_DE),
+    ),
+    _cloud_case(
+        "cloud-calls-business-initiated-to-username-user",
+        _cloud_change(
+            "calls",
+            contacts=[_USERNAME_CONTACT],
+            statuses=[
+                {
+                    "id": WACID_3,
+                    "timestamp": "1780003201",
+                    "type": "call",
+                    "status": "RINGING",
+                    "recipient_user_id": BSUID,
+                    "biz_opaque_callback_data": "ticket-4711",
+                },
+                {
+                    "id": WACID_3,
+                    "timestamp": "1780003203",
+                    "type": "call",
+                    "status": "REJECTED",
+                    "recipient_user_id": BSUID,
+                },
+            ],
+            calls=[
+                {
+                    "id": WACID_3,
+                    "from": DISPLAY_PHONE,
+                    "to_user_id": BSUID,
+                    "event": "terminate",
+                    "direction": "BUSINESS_INITIATED",
+                    "timestamp": "1780003204",
+                    "status": "FAILED",
+                }
+            ],
+            errors=[
+                {
+                    "code": 138006,
+                    "title": "Lack of call permission",
+                    "message": "Lack of call permission",
+                    "error_data": {"details": "The user has not granted call permission."},
+                }
+            ],
+        ),
+        _call("RINGING", WACID_3, None, P, user_id=BSUID),
+        _call("REJECTED", WACID_3, None, P, user_id=BSUID),
+        _call("terminate", WACID_3, None, P, user_id=BSUID),
+        _e("138006", P),
+    ),
+    _cloud_case(
+        # None of the arrays a calls change is walked for: one `other` event, as for any field.
+        "cloud-calls-change-of-an-unknown-shape",
+        _cloud_change(
+            "calls",
+            time=1780003300,
+            contacts=[_DE_CONTACT],
+            call_permissions=[{"wa_id": DE, "status": "granted", "expiration": 1780608100}],
+        ),
+        _o("calls", P),
+    ),
+    _cloud_case(
+        "cloud-message-echoes-batch",
+        _cloud_change(
+            "smb_message_echoes",
+            contacts=[_DE_CONTACT, _USERNAME_CONTACT],
+            message_echoes=[
+                {
+                    "from": DISPLAY_PHONE,
+                    "to": DE,
+                    "to_user_id": BSUID_DE,
+                    "id": _wamid(DE, 303, outbound=True),
+                    "timestamp": "1780003401",
+                    "type": "text",
+                    "text": {"body": "Ihre Torte ist abholbereit 🎂"},
+                },
+                {
+                    "from": DISPLAY_PHONE,
+                    "to_user_id": BSUID,
+                    "id": "wamid.HBgSRVMuMTE5MjgzNzQ2NTAxOTI4FQIAERgSNUExN0VDSE8wMDEA",
+                    "timestamp": "1780003402",
+                    "type": "image",
+                    "image": {
+                        "mime_type": "image/jpeg",
+                        "sha256": _sha_hex(303),
+                        "id": _cloud_media(303),
+                        "caption": "La tarta 🎂",
+                    },
+                },
+            ],
+        ),
+        _echo("text", _wamid(DE, 303, outbound=True), DE, P, user_id=BSUID_DE),
+        _echo(
+            "image",
+            "wamid.HBgSRVMuMTE5MjgzNzQ2NTAxOTI4FQIAERgSNUExN0VDSE8wMDEA",
+            None,
+            P,
+            user_id=BSUID,
+        ),
+    ),
+    _cloud_case(
+        # The business's own message, then its status: one id, two kinds, two events.
+        "cloud-echo-and-its-status-share-an-id",
+        _cloud_bytes(
+            _cloud(
+                _entry(
+                    _change(
+                        "smb_message_echoes",
+                        _value(
+                            message_echoes=[
+                                {
+                                    "from": DISPLAY_PHONE,
+                                    "to": DE,
+                                    "id": _wamid(DE, 304, outbound=True),
+                                    "timestamp": "1780003501",
+                                    "type": "text",
+                                    "text": {"body": "Bis gleich!"},
+                                }
+                            ]
+                        ),
+                    ),
+                    _change("messages", _value(statuses=[_cs(304, "sent")])),
+                )
+            )
+        ),
+        _echo("text", _wamid(DE, 304, outbound=True), DE, P),
+        _s("sent", _wamid(DE, 304, outbound=True), DE, P),
+    ),
+    _cloud_case(
+        "cloud-user-preferences-of-a-second-number",
+        _cloud_bytes(
+            _cloud(
+                _entry(
+                    _change(
+                        "user_preferences",
+                        _value(
+                            phone_number_id=PHONE_NUMBER_ID_ES,
+                            display_phone_number=DISPLAY_PHONE_ES,
+                            contacts=[_contact(ES, "Lucía García")],
+                            user_preferences=[
+                                {
+                                    "wa_id": ES,
+                                    "detail": "User requested to resume marketing messages",
+                                    "category": "marketing_messages",
+                                    "value": "resume",
+                                    "timestamp": 1780003600,
+                                }
+                            ],
+                        ),
+                    ),
+                    waba_id=WABA_ID_ES,
+                    time=1780003601,
+                )
+            )
+        ),
+        _o("user_preferences", P_ES),
+    ),
+    _cloud_case(
+        # metadata is not a container of the skeleton: of another type, it names no number.
+        "cloud-other-metadata-not-an-object",
+        _cloud_other("security", {"metadata": PHONE_NUMBER_ID, "event": "PIN_RESET_REQUEST"}),
+        _o("security"),
     ),
 ]
 
@@ -2518,6 +2866,42 @@ _QUARANTINED: list[Case] = [
         ),
         "cloud",
     ),
+    # The arrays of a calls or smb_message_echoes change are skeleton containers too.
+    _quarantined(
+        "quarantined-cloud-calls-object",
+        _cloud_change("calls", calls={"id": WACID, "event": "connect", "from": DE}),
+        "cloud",
+    ),
+    _quarantined(
+        "quarantined-cloud-call-statuses-with-string-element",
+        _cloud_change("calls", statuses=["RINGING"]),
+        "cloud",
+    ),
+    _quarantined(
+        "quarantined-cloud-calls-contacts-object",
+        _cloud_change(
+            "calls",
+            contacts=_contact(DE, "Clara Fuchs"),
+            calls=[{"id": WACID, "event": "connect", "from": DE}],
+        ),
+        "cloud",
+    ),
+    _quarantined(
+        "quarantined-cloud-message-echoes-with-number-element",
+        _cloud_change(
+            "smb_message_echoes",
+            message_echoes=[{"id": _wamid(DE, 305, outbound=True), "to": DE}, 305],
+        ),
+        "cloud",
+    ),
+    _quarantined(
+        "quarantined-cloud-echo-errors-object",
+        _cloud_change(
+            "smb_message_echoes",
+            message_echoes=[{"id": _wamid(DE, 306, outbound=True), "errors": {"code": 1}}],
+        ),
+        "cloud",
+    ),
     # On-Premise skeleton violations.
     _quarantined(
         "quarantined-onprem-messages-object",
@@ -2574,6 +2958,7 @@ CASES: tuple[Case, ...] = (
     *_CLOUD_ERRORS,
     *_CLOUD_OTHER,
     *_CLOUD_BATCHES,
+    *_CLOUD_IDENTITIES,
     *_OP_MESSAGES,
     *_OP_STATUSES,
     *_OP_OTHER,

@@ -25,8 +25,8 @@ CREATE TEMP TABLE IF NOT EXISTS wabahook_requests_staging (
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS wabahook_events_staging (
     dedup_key bytea, request_id uuid, seq integer, received_at timestamptz, channel text,
-    kind text, type text, message_id text, wa_id text, phone_number_id text, waba_id text,
-    event_ts timestamptz, payload json
+    kind text, type text, message_id text, wa_id text, user_id text, group_id text,
+    phone_number_id text, waba_id text, event_ts timestamptz, payload json
 ) ON COMMIT DELETE ROWS
 
 -- insert_staged --
@@ -35,7 +35,7 @@ CREATE TEMP TABLE IF NOT EXISTS wabahook_events_staging (
 -- 360dialog retries for up to 7), whichever daily partition holds it; ON CONFLICT catches the
 -- same key in the same day. A skipped event whose payload text differs from the stored event's
 -- is a dedup conflict (docs/protocol.md §7), recorded in wabahook_event_conflicts; the result is
--- how many were. One statement without parameters: asyncpg prepares it once per connection and
+-- how many events were stored and how many conflicts recorded. One statement without parameters: asyncpg prepares it once per connection and
 -- PostgreSQL keeps its plan, rather than planning every partition probe again at every flush.
 WITH requests AS (
     INSERT INTO wabahook_requests (id, received_at, channel, outcome, sha256, events, body)
@@ -45,11 +45,11 @@ WITH requests AS (
 ),
 inserted AS (
     INSERT INTO wabahook_events (dedup_key, received_on, request_id, seq, received_at, channel,
-                                 kind, type, message_id, wa_id, phone_number_id, waba_id,
-                                 event_ts, payload)
+                                 kind, type, message_id, wa_id, user_id, group_id,
+                                 phone_number_id, waba_id, event_ts, payload)
     SELECT s.dedup_key, (s.received_at AT TIME ZONE 'UTC')::date, s.request_id, s.seq,
-           s.received_at, s.channel, s.kind, s.type, s.message_id, s.wa_id, s.phone_number_id,
-           s.waba_id, s.event_ts, s.payload
+           s.received_at, s.channel, s.kind, s.type, s.message_id, s.wa_id, s.user_id,
+           s.group_id, s.phone_number_id, s.waba_id, s.event_ts, s.payload
     FROM wabahook_events_staging s
     WHERE NOT EXISTS (
         -- OFFSET 0 keeps this a per-row index probe: flattened into an anti join, the planner
@@ -64,12 +64,12 @@ inserted AS (
 ),
 conflicts AS (
     INSERT INTO wabahook_event_conflicts (received_at, request_id, seq, dedup_key, channel, kind,
-                                          type, message_id, wa_id, phone_number_id, payload,
-                                          kept_event_id, kept_request_id, kept_received_at,
-                                          kept_payload)
+                                          type, message_id, wa_id, user_id, group_id,
+                                          phone_number_id, payload, kept_event_id,
+                                          kept_request_id, kept_received_at, kept_payload)
     SELECT s.received_at, s.request_id, s.seq, s.dedup_key, s.channel, s.kind, s.type,
-           s.message_id, s.wa_id, s.phone_number_id, s.payload, kept.id, kept.request_id,
-           kept.received_at, kept.payload
+           s.message_id, s.wa_id, s.user_id, s.group_id, s.phone_number_id, s.payload, kept.id,
+           kept.request_id, kept.received_at, kept.payload
     FROM (
         -- The staged events dedup skipped (none, commonly). OFFSET 0 again: this anti join
         -- runs first, so the probe below is made for skipped events only, not for every one.
@@ -88,9 +88,12 @@ conflicts AS (
           AND e.received_on >= (now() AT TIME ZONE 'UTC')::date - 8
         LIMIT 1
     ) kept ON kept.payload::text <> s.payload::text  -- json keeps the text as received
+    -- Conflicts are numbered in arrival order: the anti join above may hash the staged side,
+    -- and then its rows come out in no particular order.
+    ORDER BY s.received_at, s.request_id, s.seq
     RETURNING 1
 )
-SELECT count(*) FROM conflicts
+SELECT (SELECT count(*) FROM inserted) AS stored, (SELECT count(*) FROM conflicts) AS conflicts
 
 -- limit_lock_wait --
 -- Maintenance waits at most this long for a lock, inside its transaction.
@@ -111,26 +114,30 @@ WITH deleted AS (
 SELECT count(*) FROM deleted
 
 -- select_events --
--- Stored events, oldest first; $1 channel, $2 kind, $3 received since, $4 limit (all optional but $4).
-SELECT id, channel, kind, type, message_id, wa_id, phone_number_id, waba_id, event_ts,
-       received_at, request_id, payload
+-- Stored events, oldest first; $1 channel, $2 kind, $3 received since, $4 limit, $5 contact: a
+-- wa_id, user id or group id the event names (docs/protocol.md §6) (all optional but $4).
+SELECT id, channel, kind, type, message_id, wa_id, user_id, group_id, phone_number_id, waba_id,
+       event_ts, received_at, request_id, payload
 FROM wabahook_events
 WHERE ($1::text IS NULL OR channel = $1)
   AND ($2::text IS NULL OR kind = $2)
   AND ($3::timestamptz IS NULL OR (received_at >= $3
                                   AND received_on >= ($3 AT TIME ZONE 'UTC')::date))
+  AND ($5::text IS NULL OR $5 IN (wa_id, user_id, group_id))
 ORDER BY id
 LIMIT $4
 
 -- select_event_conflicts --
 -- Recorded dedup conflicts, oldest first, each with the stored event's payload; $1 channel,
--- $2 kind, $3 received since, $4 limit (all optional but $4).
-SELECT id, received_at, channel, kind, type, message_id, wa_id, phone_number_id, request_id, seq,
-       payload, kept_event_id, kept_request_id, kept_received_at, kept_payload
+-- $2 kind, $3 received since, $4 limit, $5 contact as in select_events (all optional but $4).
+SELECT id, received_at, channel, kind, type, message_id, wa_id, user_id, group_id,
+       phone_number_id, request_id, seq, payload, kept_event_id, kept_request_id,
+       kept_received_at, kept_payload
 FROM wabahook_event_conflicts
 WHERE ($1::text IS NULL OR channel = $1)
   AND ($2::text IS NULL OR kind = $2)
   AND ($3::timestamptz IS NULL OR received_at >= $3)
+  AND ($5::text IS NULL OR $5 IN (wa_id, user_id, group_id))
 ORDER BY id
 LIMIT $4
 

@@ -28,10 +28,13 @@ CREATE TABLE wabahook_events (
     seq integer NOT NULL,                 -- position of the event in that body
     received_at timestamptz NOT NULL,
     channel text NOT NULL,
-    kind text NOT NULL CHECK (kind IN ('message', 'status', 'error', 'other')),
+    kind text NOT NULL
+        CHECK (kind IN ('message', 'status', 'error', 'other', 'echo', 'call')),
     type text,
     message_id text,
     wa_id text,
+    user_id text,                         -- business-scoped user id (docs/protocol.md §6)
+    group_id text,                        -- the group of a group message or status
     phone_number_id text,
     waba_id text,
     event_ts timestamptz,
@@ -63,6 +66,8 @@ CREATE TABLE wabahook_event_conflicts (
     type text,
     message_id text,
     wa_id text,
+    user_id text,
+    group_id text,
     phone_number_id text,
     payload json NOT NULL,                -- the conflicting event's JSON, as received
     kept_event_id bigint NOT NULL,        -- the stored event (wabahook_events.id),

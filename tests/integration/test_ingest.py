@@ -11,6 +11,7 @@ import asyncpg
 import httpx
 import pytest
 
+from app import storage
 from app.config import Config
 from tests.corpus import CASES, CLOUD_STATUS, Case, cloud_text, onprem_text
 from tests.load_client import post_many
@@ -27,8 +28,8 @@ def _client(base_url: str, connections: int = 100) -> httpx.AsyncClient:
 
 async def _events(db: asyncpg.Connection, channel: str) -> list[tuple[object, ...]]:
     rows = await db.fetch(
-        "SELECT channel, kind, type, message_id, wa_id, phone_number_id FROM wabahook_events"
-        " WHERE channel = $1 ORDER BY request_id, seq",
+        "SELECT channel, kind, type, message_id, wa_id, phone_number_id, user_id, group_id"
+        " FROM wabahook_events WHERE channel = $1 ORDER BY request_id, seq",
         channel,
     )
     return [tuple(row) for row in rows]
@@ -68,16 +69,21 @@ async def test_every_corpus_body_is_acknowledged_and_stored(
     assert request["events"] == len(case.events)
 
 
+# docs/protocol.md §7: the kinds whose events are keyed by their own id.
+ID_KINDS = ("message", "status", "echo", "call")
+
+
 def _distinct_rows(case: Case, channel: str) -> list[tuple[object, ...]]:
-    """The expected rows: a message or status repeated inside one body is stored once."""
+    """The expected rows: an event with an id repeated inside one body is stored once."""
     rows, seen = [], set()
     for e in case.events:
-        if e.kind in ("message", "status") and e.message_id is not None:
+        if e.kind in ID_KINDS and e.message_id is not None:
             key = (e.kind, e.message_id, e.type, e.phone_number_id or channel)
             if key in seen:
                 continue
             seen.add(key)
-        rows.append((channel, e.kind, e.type, e.message_id, e.wa_id, e.phone_number_id))
+        row = (e.kind, e.type, e.message_id, e.wa_id, e.phone_number_id, e.user_id, e.group_id)
+        rows.append((channel, *row))
     return rows
 
 
@@ -109,6 +115,90 @@ async def test_status_progression_is_three_events(server: str, db: asyncpg.Conne
             assert (await client.post("/webhook/c", content=body)).status_code == 200
     types = await db.fetch("SELECT type FROM wabahook_events ORDER BY id")
     assert [row["type"] for row in types] == ["sent", "delivered", "read"]
+
+
+async def test_a_call_and_an_echo_redelivered_in_other_bodies_are_stored_once(
+    server: str, db: asyncpg.Connection
+) -> None:
+    # One call's connect and terminate and one echo, each redelivered batched differently:
+    # the events are keyed by their ids, not by the bytes that carried them (protocol §7).
+    connect = {"id": "wacid.1", "from": "4915198765432", "event": "connect", "timestamp": "1"}
+    terminate = {**connect, "event": "terminate", "status": "COMPLETED"}
+    echo = {"from": "4989123456789", "to": "4915198765432", "id": "wamid.echo", "type": "text"}
+
+    def cloud_change(field: str, **arrays: object) -> bytes:
+        value = {"metadata": {"phone_number_id": "190011223344556"}, **arrays}
+        change = {"field": field, "value": value}
+        entry = {"id": "104455667788990", "changes": [change]}
+        return json.dumps({"object": "whatsapp_business_account", "entry": [entry]}).encode()
+
+    bodies = [
+        cloud_change("calls", calls=[connect]),
+        cloud_change("calls", calls=[connect, terminate]),
+        cloud_change("calls", calls=[terminate]),
+        cloud_change("smb_message_echoes", message_echoes=[echo]),
+        cloud_change("smb_message_echoes", message_echoes=[echo], contacts=[]),
+    ]
+    async with _client(server) as client:
+        for channel, body in enumerate(bodies):
+            assert (await client.post(f"/webhook/c{channel}", content=body)).status_code == 200
+    rows = await db.fetch("SELECT kind, type, message_id, wa_id FROM wabahook_events ORDER BY id")
+    assert [tuple(row) for row in rows] == [
+        ("call", "connect", "wacid.1", "4915198765432"),
+        ("call", "terminate", "wacid.1", "4915198765432"),
+        ("echo", "text", "wamid.echo", "4915198765432"),
+    ]
+
+
+async def test_events_listed_by_contact(server: str, db: asyncpg.Connection) -> None:
+    # `storage.select_events(contact=...)`: the events naming that wa_id, user id or group id.
+    body = {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "104455667788990",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "metadata": {"phone_number_id": "190011223344556"},
+                            "messages": [
+                                {"from": "4915198765432", "id": "wamid.a", "type": "text"},
+                                {"from_user_id": "DE.1", "id": "wamid.b", "type": "text"},
+                                {"from": "4915198765432", "from_user_id": "DE.2", "id": "wamid.c"},
+                                {"from": "4917612345678", "group_id": "G1", "id": "wamid.d"},
+                            ],
+                            "statuses": [
+                                {"id": "wamid.e", "status": "read", "recipient_user_id": "DE.1"},
+                                {"id": "wamid.f", "status": "sent", "recipient_id": "G1"},
+                            ],
+                            "errors": [{"code": 131000}],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+    async with _client(server) as client:
+        response = await client.post("/webhook/c", content=json.dumps(body).encode())
+        assert response.status_code == 200
+
+    async def listed(contact: str | None, kind: str | None = None) -> list[str | None]:
+        rows = await storage.select_events(db, None, kind, None, 100, contact=contact)
+        return [row["message_id"] for row in rows]
+
+    assert await listed("4915198765432") == ["wamid.a", "wamid.c"]
+    assert await listed("DE.1") == ["wamid.b", "wamid.e"]
+    assert await listed("DE.2") == ["wamid.c"]
+    assert await listed("G1") == ["wamid.d", "wamid.f"]
+    assert await listed("4917612345678") == ["wamid.d"]  # a group member, by their own id
+    assert await listed("DE.1", kind="status") == ["wamid.e"]
+    assert await listed("nobody") == []
+    assert len(await listed(None)) == 7
+    # The positional call the CLI makes still lists everything.
+    assert len(await storage.select_events(db, None, None, None, 100)) == 7
+    (row,) = await storage.select_events(db, None, "message", None, 1, contact="DE.1")
+    assert (row["wa_id"], row["user_id"], row["group_id"]) == (None, "DE.1", None)
 
 
 async def test_same_message_id_on_two_numbers_is_two_events(

@@ -95,6 +95,8 @@ ONPREM_TEXTS = (
     "wabahook_events_received_total",
     (("format", "onprem"), ("kind", "message"), ("type", "text")),
 )
+NEW_EVENTS = ("wabahook_events_stored_total", ())
+REDELIVERED = ("wabahook_events_deduplicated_total", ())
 WRONG = ("wabahook_auth_refusals_total", (("reason", "wrong credentials"),))
 
 
@@ -107,6 +109,9 @@ async def test_exact_totals_across_two_workers_and_a_restart(serve: ServerProces
             async with httpx.AsyncClient(base_url=serve.url, auth=auth, timeout=30) as one:
                 body = cloud_text(f"wamid.m{i}") if i % 3 else onprem_text(f"ABGG-m{i}")
                 assert (await one.post("/webhook/m", content=body)).status_code == 200
+        async with httpx.AsyncClient(base_url=serve.url, auth=auth, timeout=30) as one:
+            redelivered = await one.post("/webhook/m", content=cloud_text("wamid.m1"))
+            assert redelivered.status_code == 200
         wrong = httpx.BasicAuth("360dialog", "wrong")
         for _ in range(2):
             response = await client.post("/webhook/m", content=b"{}", auth=wrong)
@@ -114,13 +119,15 @@ async def test_exact_totals_across_two_workers_and_a_restart(serve: ServerProces
         await _wait_for(
             client,
             {
-                WEBHOOK_200: 6,
+                WEBHOOK_200: 7,
                 WEBHOOK_401: 2,
-                STORED: 6,
-                ACKS: 6,
-                TEXTS: 4,
+                STORED: 7,
+                ACKS: 7,
+                TEXTS: 5,
                 ONPREM_TEXTS: 2,
                 WRONG: 2,
+                NEW_EVENTS: 6,
+                REDELIVERED: 1,
             },
         )
 
@@ -140,7 +147,10 @@ async def test_exact_totals_across_two_workers_and_a_restart(serve: ServerProces
                 await one.post("/webhook/m", content=cloud_text("wamid.after"))
             ).status_code == 200
         # The dead worker's counts stay, the new worker's add: neither reset nor doubled.
-        await _wait_for(client, {WEBHOOK_200: 7, STORED: 7, ACKS: 7, TEXTS: 5, WRONG: 2})
+        await _wait_for(
+            client,
+            {WEBHOOK_200: 8, STORED: 8, ACKS: 8, TEXTS: 6, WRONG: 2, NEW_EVENTS: 7, REDELIVERED: 1},
+        )
 
 
 async def test_a_separate_listener_keeps_metrics_off_the_webhook_port(

@@ -19,9 +19,13 @@ from hypothesis import strategies as st
 
 from app.normalise import normalise
 from tests.corpus import (
+    BSUID,
+    BSUID_DE,
     CASES,
     CLOUD_STATUS,
     CLOUD_TEXT,
+    DE,
+    GROUP_ID,
     ONPREM_TEXT,
     Case,
     Expected,
@@ -31,6 +35,13 @@ from tests.corpus import (
 
 OUTCOMES = {"stored", "unknown", "quarantined"}
 ARRAYS = ("messages", "statuses", "errors", "contacts")
+# docs/protocol.md §6: the arrays walked in a value, and the kind of their elements' events.
+CHAT = {"messages": "message", "statuses": "status", "errors": "error"}
+ELEMENT_FIELDS = {
+    "calls": {"calls": "call", "statuses": "call", "errors": "error"},
+    "smb_message_echoes": {"message_echoes": "echo", "errors": "error"},
+}
+KINDS = {"message", "status", "error", "other", "echo", "call"}
 STORED = [c for c in CASES if c.outcome == "stored"]
 
 
@@ -76,32 +87,41 @@ def _objects(value: Any) -> list[dict[str, Any]]:
     return value
 
 
-def _flat(obj: dict[str, Any], pnid: str | None, waba: str | None) -> list[_Source]:
+def _expected(kind: str, key: str, el: dict[str, Any], pnid: str | None) -> Expected:
+    """The event of one element `el` of the array `key`, rule by rule."""
+    if kind == "error":
+        return Expected("error", _leaf(el.get("code")), None, None, pnid)
+    if key in ("messages", "statuses", "message_echoes") and "errors" in el:
+        _objects(el["errors"])  # errors nested in an element belong to it, but are checked
+    group_id = el.get("group_id")
+    if key == "messages":
+        type_, wa_id, user_id = el.get("type"), el.get("from"), el.get("from_user_id")
+    elif key == "message_echoes":
+        type_, wa_id, user_id = el.get("type"), el.get("to"), el.get("to_user_id")
+    elif key == "statuses":
+        type_, wa_id = el.get("status"), el.get("recipient_id")
+        if wa_id is None and isinstance(el.get("message"), dict):
+            wa_id = el["message"].get("recipient_id")
+        user_id = el.get("recipient_user_id")
+        group_id = el.get("recipient_id") if el.get("recipient_type") == "group" else None
+    else:  # calls: the user is the caller, or the callee of a call the business made
+        side = "to" if el.get("direction") == "BUSINESS_INITIATED" else "from"
+        type_, wa_id, user_id = el.get("event"), el.get(side), el.get(f"{side}_user_id")
+        group_id = None
+    ids = (_leaf(el.get("id")), _leaf(wa_id), pnid, _leaf(user_id), _leaf(group_id))
+    return Expected(kind, _leaf(type_), *ids)
+
+
+def _flat(
+    obj: dict[str, Any], arrays: dict[str, str], pnid: str | None, waba: str | None
+) -> list[_Source]:
     sources = []
     for key, value in obj.items():
-        if key not in ARRAYS:
-            continue
-        for el in _objects(value):
-            if key == "messages":
-                exp = Expected(
-                    "message",
-                    _leaf(el.get("type")),
-                    _leaf(el.get("id")),
-                    _leaf(el.get("from")),
-                    pnid,
-                )
-            elif key == "statuses":
-                recipient = el.get("recipient_id")
-                if recipient is None and isinstance(el.get("message"), dict):
-                    recipient = el["message"].get("recipient_id")
-                exp = Expected(
-                    "status", _leaf(el.get("status")), _leaf(el.get("id")), _leaf(recipient), pnid
-                )
-            elif key == "errors":
-                exp = Expected("error", _leaf(el.get("code")), None, None, pnid)
-            else:
-                continue  # contacts describe senders, they are not events
-            sources.append(_Source(exp, el, waba, None))
+        if key == "contacts":
+            _objects(value)  # contacts describe senders, they are not events
+        elif key in arrays:
+            for el in _objects(value):
+                sources.append(_Source(_expected(arrays[key], key, el, pnid), el, waba, None))
     return sources
 
 
@@ -121,7 +141,7 @@ def _spec_walk(body: bytes) -> tuple[str, str, list[_Source]]:
         return "unknown", "unknown", []
     try:
         if fmt == "onprem":
-            return fmt, "stored", _flat(doc, None, None)
+            return fmt, "stored", _flat(doc, CHAT, None, None)
         sources: list[_Source] = []
         for entry in _objects(doc.get("entry")):
             waba = _leaf(entry.get("id"))
@@ -129,12 +149,18 @@ def _spec_walk(body: bytes) -> tuple[str, str, list[_Source]]:
                 value = change.get("value")
                 if not isinstance(value, dict):
                     raise _Unusable
-                if change.get("field") == "messages":
-                    metadata = value.get("metadata") or {}
-                    pnid = _leaf(metadata.get("phone_number_id"))
-                    sources.extend(_flat(value, pnid, waba))
+                metadata = value.get("metadata")
+                pnid = (
+                    _leaf(metadata.get("phone_number_id")) if isinstance(metadata, dict) else None
+                )
+                field = change.get("field")
+                walked = ELEMENT_FIELDS.get(field, {}) if isinstance(field, str) else {}
+                if field == "messages":
+                    sources.extend(_flat(value, CHAT, pnid, waba))
+                elif any(key in value for key in walked):
+                    sources.extend(_flat(value, walked, pnid, waba))
                 else:
-                    exp = Expected("other", _leaf(change.get("field")), None, None, None)
+                    exp = Expected("other", _leaf(field), None, None, pnid)
                     sources.append(_Source(exp, value, waba, entry.get("time")))
         return fmt, "stored", sources
     except _Unusable:
@@ -156,7 +182,10 @@ def _expected_ts(src: _Source) -> datetime | None:
 
 
 def _event_rows(result: Any) -> tuple[tuple[Any, ...], ...]:
-    return tuple((e.kind, e.type, e.message_id, e.wa_id, e.phone_number_id) for e in result.events)
+    return tuple(
+        (e.kind, e.type, e.message_id, e.wa_id, e.phone_number_id, e.user_id, e.group_id)
+        for e in result.events
+    )
 
 
 # --- the corpus itself ----------------------------------------------------------------------
@@ -179,6 +208,21 @@ def test_corpus_covers_every_format_and_outcome() -> None:
     } <= pairs
 
 
+def test_cases_share_no_event_scoped_by_a_business_number() -> None:
+    # Keys with a phone_number_id ignore the channel (docs/protocol.md §7), and the end-to-end
+    # test posts every case to one database: two cases sharing such a key would be one event.
+    owner: dict[tuple[Any, ...], str] = {}
+    for case in STORED:
+        for e in set(case.events):
+            if (
+                e.kind in ("message", "status", "echo", "call")
+                and e.message_id
+                and e.phone_number_id
+            ):
+                key = (e.kind, e.message_id, e.type, e.phone_number_id)
+                assert owner.setdefault(key, case.name) == case.name, key
+
+
 @pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
 def test_corpus_agrees_with_the_spec(case: Case) -> None:
     fmt, outcome, sources = _spec_walk(case.body)
@@ -193,11 +237,11 @@ def test_helper_bodies() -> None:
         assert [s.expected.kind for s in sources] == [kind]
     _, _, sources = _spec_walk(cloud_text("wamid.LOAD1", "190000000000001"))
     assert [astuple(s.expected) for s in sources] == [
-        ("message", "text", "wamid.LOAD1", "4915198765432", "190000000000001")
+        ("message", "text", "wamid.LOAD1", "4915198765432", "190000000000001", None, None)
     ]
     _, _, sources = _spec_walk(onprem_text("ABGGLOAD1"))
     assert [astuple(s.expected) for s in sources] == [
-        ("message", "text", "ABGGLOAD1", "4915198765432", None)
+        ("message", "text", "ABGGLOAD1", "4915198765432", None, None, None)
     ]
 
 
@@ -253,10 +297,12 @@ def test_normalise_waba_id_and_event_ts(case: Case) -> None:
 def test_normalise_builders_carry_their_ids() -> None:
     result = normalise(cloud_text("wamid.LOAD42", "190000000000042"))
     assert _event_rows(result) == (
-        ("message", "text", "wamid.LOAD42", "4915198765432", "190000000000042"),
+        ("message", "text", "wamid.LOAD42", "4915198765432", "190000000000042", None, None),
     )
     result = normalise(onprem_text("ABGGLOAD42"))
-    assert _event_rows(result) == (("message", "text", "ABGGLOAD42", "4915198765432", None),)
+    assert _event_rows(result) == (
+        ("message", "text", "ABGGLOAD42", "4915198765432", None, None, None),
+    )
 
 
 def test_non_ascii_escaping_does_not_change_events() -> None:
@@ -294,11 +340,33 @@ _KEYS = st.sampled_from(
         "recipient_id",
         "message",
         "code",
+        "from_user_id",
+        "recipient_user_id",
+        "recipient_type",
+        "group_id",
+        "to",
+        "to_user_id",
+        "direction",
+        "event",
+        "calls",
+        "message_echoes",
         *ARRAYS,
     ]
 ) | st.text(max_size=6)
 _STRINGS = st.sampled_from(
-    ["whatsapp_business_account", "messages", "text", "read", "1780000000", "", "\u00fc\U0001f44b"]
+    [
+        "whatsapp_business_account",
+        "messages",
+        "text",
+        "read",
+        "1780000000",
+        "",
+        "\u00fc\U0001f44b",
+        "group",
+        "BUSINESS_INITIATED",
+        "calls",
+        "smb_message_echoes",
+    ]
 ) | st.text(max_size=12)
 _SCALARS = (
     st.none()
@@ -322,7 +390,7 @@ _DOCS = (
             "object": "whatsapp_business_account",
             "entry": [{"id": "104455667788990", "changes": [{"field": f, "value": v}]}],
         },
-        st.sampled_from(["messages", "account_update"]),
+        st.sampled_from(["messages", "account_update", "calls", "smb_message_echoes"]),
         _JSON,
     )
     | st.builds(lambda k, v: {k: v}, st.sampled_from(ARRAYS), st.lists(_JSON, max_size=4))
@@ -336,7 +404,7 @@ def _check_invariants(body: bytes) -> None:
         assert list(result.events) == []
     assert [e.seq for e in result.events] == list(range(len(result.events)))
     for event in result.events:
-        assert event.kind in ("message", "status", "error", "other")
+        assert event.kind in KINDS
         json.loads(event.payload)
 
 
@@ -382,7 +450,7 @@ _EXTRA = st.recursive(
 
 def _view(result: Any) -> list[tuple[Any, ...]]:
     return [
-        (e.seq, e.kind, e.type, e.message_id, e.wa_id, e.phone_number_id, e.waba_id, e.event_ts)
+        (e.seq, e.kind, e.type, e.message_id, e.contact, e.phone_number_id, e.waba_id, e.event_ts)
         for e in result.events
     ]
 
@@ -453,3 +521,55 @@ def test_the_event_limit_counts_other_fields_and_arrays_together() -> None:
     )
     assert normalise(body, max_events=3).outcome == "stored"
     assert normalise(body, max_events=2).outcome == "too_many_events"
+
+
+def test_the_event_limit_counts_calls_and_echoes_element_by_element() -> None:
+    body = (
+        b'{"object":"whatsapp_business_account","entry":[{"id":"1","changes":['
+        b'{"field":"calls","value":{"calls":[{"id":"wacid.1","event":"connect"}],'
+        b'"statuses":[{"id":"wacid.1","status":"RINGING"}]}},'
+        b'{"field":"smb_message_echoes","value":{"message_echoes":[{"id":"wamid.e"}]}}]}]}'
+    )
+    assert [e.kind for e in normalise(body, max_events=3).events] == ["call", "call", "echo"]
+    assert normalise(body, max_events=2).outcome == "too_many_events"
+
+
+@pytest.mark.parametrize("field", [["calls"], {"calls": 1}, None, 7])
+def test_a_field_of_another_type_is_one_other_event(field: Any) -> None:
+    # `field` is a leaf: never a reason to quarantine, and never a lookup that could raise.
+    value = {"calls": [{"id": "wacid.1", "event": "connect"}]}
+    change = {"field": field, "value": value}
+    body = json.dumps({"object": "whatsapp_business_account", "entry": [{"changes": [change]}]})
+    result = normalise(body.encode())
+    assert result.outcome == "stored"
+    assert [(e.kind, e.message_id) for e in result.events] == [("other", None)]
+
+
+def test_an_echo_value_with_chat_arrays_walks_only_its_own() -> None:
+    # `messages` and `statuses` mean nothing in an smb_message_echoes change: ignored, unchecked.
+    value = {
+        "messages": "not walked",
+        "statuses": [{"id": "wamid.s", "status": "sent"}],
+        "message_echoes": [{"id": "wamid.e", "type": "text", "to": "49151"}],
+    }
+    change = {"field": "smb_message_echoes", "value": value}
+    body = json.dumps({"object": "whatsapp_business_account", "entry": [{"changes": [change]}]})
+    result = normalise(body.encode())
+    assert result.outcome == "stored"
+    assert [(e.kind, e.message_id, e.contact) for e in result.events] == [
+        ("echo", "wamid.e", "49151")
+    ]
+
+
+def test_the_contact_of_each_new_shape() -> None:
+    # The corpus cases above, as contacts: the group of a group event, else the user.
+    by_name = {case.name: normalise(case.body).events for case in CASES}
+    assert [e.contact for e in by_name["cloud-username-user-without-from"]] == [BSUID]
+    assert [e.contact for e in by_name["cloud-group-message-from-username-user"]] == [GROUP_ID]
+    assert [e.contact for e in by_name["cloud-status-group"]] == [GROUP_ID]
+    assert [e.contact for e in by_name["cloud-status-to-bsuid"]] == [BSUID_DE]
+    assert {e.contact for e in by_name["cloud-calls-business-initiated-to-username-user"]} == {
+        BSUID,
+        None,  # the call's error names nobody
+    }
+    assert [e.contact for e in by_name["cloud-message-echoes-batch"]] == [DE, BSUID]

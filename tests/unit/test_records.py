@@ -1,4 +1,5 @@
-"""Row building: uuid7 ids, dedup keys (spec section 8), and the request as COPY rows."""
+"""Row building: uuid7 ids, dedup keys (spec section 8, docs/protocol.md §7), the contact of an
+event (docs/protocol.md §6), and the request as COPY rows."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from typing import Any
 import msgspec
 import pytest
 
-from app.normalise import Event, normalise
-from app.records import EVENT_COLUMNS, REQUEST_COLUMNS, dedup_key, incoming, uuid7
+from app.normalise import Event, contact_of, normalise
+from app.records import EVENT_COLUMNS, ID_KINDS, REQUEST_COLUMNS, dedup_key, incoming, uuid7
 
 PNID = "190011223344556"
 PNID_OTHER = "190011223344557"
 WABA = "104455667788990"
 WAMID = "wamid.HBgNNDkxNTE5ODc2NTQzMhUCABIYFDNBMDFFQkQ2NjRFRkY5QjE0QTc2AA=="
+WACID = "wacid.HBgNNDkxNTE5ODc2NTQzMhUCABEYIEE1QzM3OTlFMzhGNjQ5QjA"
 SHA_A = hashlib.sha256(b"a").digest()
 SHA_B = hashlib.sha256(b"b").digest()
 
@@ -89,13 +91,18 @@ def event(
     message_id: str | None = WAMID,
     phone_number_id: str | None = PNID,
     seq: int = 0,
+    wa_id: str | None = "4915198765432",
+    user_id: str | None = None,
+    group_id: str | None = None,
 ) -> Event:
     return Event(
         seq=seq,
         kind=kind,
         type=type,
         message_id=message_id,
-        wa_id="4915198765432",
+        wa_id=wa_id,
+        user_id=user_id,
+        group_id=group_id,
         phone_number_id=phone_number_id,
         waba_id=WABA,
         event_ts=None,
@@ -266,6 +273,142 @@ def test_message_without_id_keys_by_body() -> None:
     assert dedup_key(no_id, "shop", SHA_A) != dedup_key(no_id, "shop", SHA_B)
 
 
+def test_id_kinds_are_the_kinds_with_ids_of_their_own() -> None:
+    assert {"message", "status", "echo", "call"} == ID_KINDS
+
+
+def test_cloud_call_key_ignores_channel_and_body_within_a_business_number() -> None:
+    def calls_body(*calls: dict[str, Any], contacts: bool = False) -> bytes:
+        value = cloud_value(calls=list(calls))
+        if contacts:
+            value["contacts"] = [{"wa_id": "4915198765432", "profile": {"name": "Clara"}}]
+        return cloud(value, field="calls")
+
+    connect = {"id": WACID, "from": "4915198765432", "event": "connect", "timestamp": "1"}
+    terminate = {**connect, "event": "terminate", "status": "COMPLETED"}
+    first = normalise(calls_body(connect, terminate)).events
+    assert [(e.kind, e.type, e.message_id) for e in first] == [
+        ("call", "connect", WACID),
+        ("call", "terminate", WACID),
+    ]
+    # The terminate redelivered alone, in other bytes, to another channel: the same key.
+    again = only_event(calls_body(terminate, contacts=True))
+    assert dedup_key(again, "shop-es", SHA_B) == dedup_key(first[1], "shop-de", SHA_A)
+    # connect and terminate of one call are two events.
+    assert dedup_key(first[0], "shop", SHA_A) != dedup_key(first[1], "shop", SHA_A)
+
+
+def test_echo_key_ignores_channel_and_body_within_a_business_number() -> None:
+    echo = {"from": "4989123456789", "to": "4915198765432", "id": WAMID, "type": "text"}
+    body = cloud(cloud_value(message_echoes=[echo]), field="smb_message_echoes")
+    first = only_event(body)
+    assert (first.kind, first.type, first.message_id, first.phone_number_id) == (
+        "echo",
+        "text",
+        WAMID,
+        PNID,
+    )
+    spaced = json.dumps(json.loads(body), indent=1).encode()
+    assert dedup_key(only_event(spaced), "b", SHA_B) == dedup_key(first, "a", SHA_A)
+    # Another business number, or none (then the channel scopes it), is another key.
+    theirs = only_event(cloud(cloud_value(PNID_OTHER, message_echoes=[echo]), "smb_message_echoes"))
+    assert dedup_key(theirs, "a", SHA_A) != dedup_key(first, "a", SHA_A)
+    unscoped = only_event(cloud(cloud_value(None, message_echoes=[echo]), "smb_message_echoes"))
+    assert dedup_key(unscoped, "a", SHA_A) == dedup_key(unscoped, "a", SHA_B)
+    assert dedup_key(unscoped, "a", SHA_A) != dedup_key(unscoped, "b", SHA_A)
+
+
+@pytest.mark.parametrize(
+    ("kind", "type"),
+    [("message", "text"), ("status", "sent"), ("status", "text"), ("call", "text")],
+)
+def test_an_echo_never_collides_with_another_kind_of_the_same_id(kind: str, type: str) -> None:
+    # The business's own message and that message's statuses share its id: the kind keeps
+    # them apart, whatever their types are.
+    echo = event(kind="echo", type="text")
+    assert dedup_key(echo, "shop", SHA_A) != dedup_key(event(kind=kind, type=type), "shop", SHA_A)
+
+
+def test_a_call_status_and_a_call_event_of_one_call_differ() -> None:
+    ringing = event(kind="call", type="RINGING", message_id=WACID)
+    connect = event(kind="call", type="connect", message_id=WACID)
+    as_status = event(kind="status", type="RINGING", message_id=WACID)
+    keys = {dedup_key(e, "shop", SHA_A) for e in (ringing, connect, as_status)}
+    assert len(keys) == 3
+
+
+@pytest.mark.parametrize("kind", ["echo", "call"])
+def test_echoes_and_calls_without_id_key_by_body(kind: str) -> None:
+    no_id = event(kind=kind, message_id=None)
+    assert dedup_key(no_id, "shop", SHA_A) == dedup_key(no_id, "shop", SHA_A)
+    assert dedup_key(no_id, "shop", SHA_A) != dedup_key(no_id, "shop", SHA_B)
+
+
+def test_other_field_with_metadata_names_its_number_but_keys_by_body() -> None:
+    value = cloud_value(user_preferences=[{"wa_id": "4915198765432", "value": "stop"}])
+    body = cloud(value, field="user_preferences")
+    other = only_event(body)
+    assert (other.kind, other.type, other.phone_number_id) == ("other", "user_preferences", PNID)
+    sha = hashlib.sha256(body).digest()
+    # The number does not make it an id-keyed event: other bytes are another event.
+    assert dedup_key(other, "shop", sha) != dedup_key(other, "shop", SHA_A)
+    assert dedup_key(other, "shop", sha) != dedup_key(other, "shop-es", sha)
+
+
+# --- contact -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("wa_id", "user_id", "group_id", "contact"),
+    [
+        ("4915198765432", None, None, "4915198765432"),
+        ("4915198765432", "DE.881203374650213", None, "4915198765432"),  # the number first
+        (None, "DE.881203374650213", None, "DE.881203374650213"),  # a username user
+        ("", "DE.881203374650213", None, "DE.881203374650213"),  # an empty wa_id is none
+        ("4915198765432", "DE.881203374650213", "GROUP1", "GROUP1"),  # a group's conversation
+        (None, None, "GROUP1", "GROUP1"),
+        (None, None, None, None),  # errors and other events name nobody
+    ],
+)
+def test_contact_of(
+    wa_id: str | None, user_id: str | None, group_id: str | None, contact: str | None
+) -> None:
+    assert contact_of(wa_id, user_id, group_id) == contact
+    e = event(wa_id=wa_id, user_id=user_id, group_id=group_id)
+    assert e.contact == contact
+
+
+def test_contact_of_normalised_events() -> None:
+    username = {"from_user_id": "ES.119283746501928", "id": "wamid.u", "type": "text"}
+    in_group = {"from": "4915198765432", "group_id": "GROUP1", "id": "wamid.g", "type": "text"}
+    to_user_id = {"id": "wamid.s", "status": "read", "recipient_user_id": "DE.881203374650213"}
+    to_group = {"id": "wamid.t", "status": "read", "recipient_id": "GROUP1"}
+    to_group["recipient_type"] = "group"
+    body = cloud(cloud_value(messages=[username, in_group], statuses=[to_user_id, to_group]))
+    events = normalise(body).events
+    assert [(e.wa_id, e.user_id, e.group_id) for e in events] == [
+        (None, "ES.119283746501928", None),
+        ("4915198765432", None, "GROUP1"),
+        (None, "DE.881203374650213", None),
+        ("GROUP1", None, "GROUP1"),  # recipient_id is the group's id (protocol §6)
+    ]
+    assert [e.contact for e in events] == [
+        "ES.119283746501928",
+        "GROUP1",
+        "DE.881203374650213",
+        "GROUP1",
+    ]
+    business_call = {"id": WACID, "event": "connect", "direction": "BUSINESS_INITIATED"}
+    business_call |= {"from": "4989123456789", "to": "4915198765432", "to_user_id": "DE.8812"}
+    user_call = {**business_call, "direction": "USER_INITIATED", "from": "4917612345678"}
+    user_call["from_user_id"] = "DE.5555"
+    body = cloud(cloud_value(calls=[business_call, user_call]), field="calls")
+    assert [(e.wa_id, e.user_id, e.contact) for e in normalise(body).events] == [
+        ("4915198765432", "DE.8812", "4915198765432"),  # the callee of the business's call
+        ("4917612345678", "DE.5555", "4917612345678"),  # the caller
+    ]
+
+
 # --- incoming --------------------------------------------------------------------------------
 
 
@@ -306,10 +449,28 @@ def test_incoming_stored_cloud_body() -> None:
         assert named["channel"] == "shop"
         assert named["received_at"] == request.received_at
         assert (named["kind"], named["message_id"]) == (e.kind, e.message_id)
+        assert (named["wa_id"], named["user_id"], named["group_id"]) == (
+            e.wa_id,
+            e.user_id,
+            e.group_id,
+        )
     assert [dict(zip(EVENT_COLUMNS, r, strict=True))["kind"] for r in rows] == [
         "message",
         "status",
     ]
+
+
+def test_event_rows_carry_user_and_group_ids() -> None:
+    message = {"from_user_id": "ES.119283746501928", "group_id": "GROUP1", "id": "wamid.u"}
+    request = incoming(cloud(cloud_value(messages=[message])), "shop")
+    (row,) = request.event_rows()
+    named = dict(zip(EVENT_COLUMNS, row, strict=True))
+    assert (named["wa_id"], named["user_id"], named["group_id"]) == (
+        None,
+        "ES.119283746501928",
+        "GROUP1",
+    )
+    assert EVENT_COLUMNS.index("user_id") == EVENT_COLUMNS.index("wa_id") + 1
 
 
 @pytest.mark.parametrize(
