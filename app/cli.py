@@ -198,8 +198,9 @@ def events(
 
     async def run(dsn: str) -> list[dict[str, Any]]:
         async with storage.connect(dsn) as connection:
-            select = storage.select_event_conflicts if conflicts else storage.select_events
-            return await select(connection, channel, kind, since_time, limit, contact=contact)
+            return await storage.select_events(
+                connection, channel, kind, since_time, limit, contact, conflicts
+            )
 
     with _database(config, migrate=True) as dsn:
         rows = _run(run(dsn))
@@ -210,14 +211,7 @@ def events(
     records = [
         {
             "event_id": row["id"],
-            "channel": row["channel"],
-            "kind": row["kind"],
-            "type": row["type"],
-            "id": row["message_id"],
-            "wa_id": row["wa_id"],
-            "user_id": row["user_id"],
-            "group_id": row["group_id"],
-            "phone_number_id": row["phone_number_id"],
+            **_event_fields(row),
             "waba_id": row["waba_id"],
             "event_ts": row["event_ts"],
             "received_at": row["received_at"],
@@ -231,19 +225,26 @@ def events(
     _note_if_cut(rows, limit, "events")
 
 
+def _event_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """What an event and a conflicting arrival are both listed with."""
+    return {
+        "channel": row["channel"],
+        "kind": row["kind"],
+        "type": row["type"],
+        "id": row["message_id"],
+        "wa_id": row["wa_id"],
+        "user_id": row["user_id"],
+        "group_id": row["group_id"],
+        "phone_number_id": row["phone_number_id"],
+    }
+
+
 def _print_conflicts(rows: list[dict[str, Any]], output: str) -> None:
     records = [
         {
             "conflict_id": row["id"],
             "received_at": row["received_at"],
-            "channel": row["channel"],
-            "kind": row["kind"],
-            "type": row["type"],
-            "id": row["message_id"],
-            "wa_id": row["wa_id"],
-            "user_id": row["user_id"],
-            "group_id": row["group_id"],
-            "phone_number_id": row["phone_number_id"],
+            **_event_fields(row),
             "request_id": row["request_id"],
             "seq": row["seq"],
             "payload": _compact(row["payload"]),

@@ -167,28 +167,13 @@ async def select_events(
     since: datetime | None,
     limit: int,
     contact: str | None = None,
+    conflicts: bool = False,
 ) -> list[dict[str, Any]]:
-    """Stored events, oldest first; `contact` keeps those whose wa_id, user id or group id it is."""
+    """Stored events, oldest first, or with `conflicts` the recorded dedup conflicts; `contact`
+    keeps those whose wa_id, user id or group id it is."""
+    query = queries["select_event_conflicts"] if conflicts else queries["select_events"]
     with wrap_exceptions():
-        rows = await connection.fetch(
-            queries["select_events"], channel, kind, since, limit, contact
-        )
-    return [dict(row) for row in rows]
-
-
-async def select_event_conflicts(
-    connection: Connection,
-    channel: str | None,
-    kind: str | None,
-    since: datetime | None,
-    limit: int,
-    contact: str | None = None,
-) -> list[dict[str, Any]]:
-    """Recorded dedup conflicts, oldest first; `contact` as in `select_events`."""
-    with wrap_exceptions():
-        rows = await connection.fetch(
-            queries["select_event_conflicts"], channel, kind, since, limit, contact
-        )
+        rows = await connection.fetch(query, channel, kind, since, limit, contact)
     return [dict(row) for row in rows]
 
 
