@@ -21,6 +21,7 @@ import logging
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
+from app import credentials
 from app.asgi_types import ASGIApp, Receive, Scope, Send, respond
 from app.body_limit import replay_body
 from app.channels import ChannelSettings
@@ -46,33 +47,19 @@ class Policy:
         return not (self.basic or self.header or self.app_secrets)
 
 
-def _header_setting(text: str) -> tuple[bytes, bytes]:
-    name, sep, value = text.partition(":")
-    if not sep or not name.strip() or not value.strip():
-        raise ValueError("an auth header is 'Name: value'")
-    return name.strip().lower().encode("latin-1"), value.strip().encode("latin-1")
-
-
-def _pairs(pairs: list[str]) -> tuple[bytes, ...]:
-    for pair in pairs:
-        user, sep, _ = pair.partition(":")
-        if not sep or not user:
-            raise ValueError("basic auth credentials are 'user:password'")
-    return tuple(pair.encode() for pair in pairs)
+def _header_policy(text: str) -> tuple[bytes, bytes]:
+    name, value = credentials.header(text)
+    return name.lower().encode("latin-1"), value.encode("latin-1")
 
 
 def policy_for(config: Config, channel: ChannelSettings | None) -> Policy:
     """The channel's own settings where it has them, else the global ones."""
-    own = channel or ChannelSettings()
-    basic = own.basic_auth if own.basic_auth is not None else config.basic_auth
-    header = own.auth_header if own.auth_header is not None else config.auth_header
-    secrets = own.app_secret if own.app_secret is not None else config.app_secret
-    token = own.verify_token if own.verify_token is not None else config.verify_token
+    own = (channel or ChannelSettings()).over(config)
     return Policy(
-        basic=_pairs(basic or []),
-        header=_header_setting(header) if header else None,
-        app_secrets=tuple(secret.encode() for secret in secrets or []),
-        verify_token=token or None,
+        basic=tuple(credentials.basic_pair(pair).encode() for pair in own.basic_auth or []),
+        header=_header_policy(own.auth_header) if own.auth_header else None,
+        app_secrets=tuple(secret.encode() for secret in own.app_secret or []),
+        verify_token=own.verify_token or None,
     )
 
 

@@ -26,6 +26,8 @@ from typing import Literal
 
 import msgspec
 
+from app import credentials
+from app.config import Config
 from app.errors import WabahookError
 
 # A free label for the receiving number, in the URL and stored with every row: keep it tame.
@@ -43,6 +45,22 @@ class ChannelSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     verify_token: str | None = None  # answers the hub.challenge GET
     url: str | None = None  # the public webhook URL, for `wabahook webhook set --channel`
     hosting: Literal["cloud", "onprem"] | None = None  # which 360dialog API registers it
+
+    def __post_init__(self) -> None:
+        for pair in self.basic_auth or []:
+            credentials.basic_pair(pair)
+        if self.auth_header is not None:
+            credentials.header(self.auth_header)
+
+    def over(self, config: Config) -> ChannelSettings:
+        """These settings, with each credential the channel leaves out taken from `config`."""
+        return msgspec.structs.replace(
+            self,
+            basic_auth=config.basic_auth if self.basic_auth is None else self.basic_auth,
+            auth_header=config.auth_header if self.auth_header is None else self.auth_header,
+            app_secret=config.app_secret if self.app_secret is None else self.app_secret,
+            verify_token=config.verify_token if self.verify_token is None else self.verify_token,
+        )
 
 
 class _ChannelsFile(msgspec.Struct, forbid_unknown_fields=True):

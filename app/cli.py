@@ -422,14 +422,15 @@ def _registered_headers(
     config: Config, own: ChannelSettings, basic_auth: str | None, header: str | None
 ) -> dict[str, str]:
     """The headers 360dialog must send: what the receiver will require of this channel. Each
-    comes from its option, else the channel's table, else the global setting (as in
-    app.auth.policy_for); of several Basic pairs the first is registered."""
+    comes from its option, else the channel's table, else the global setting
+    (`ChannelSettings.over`, as the receiver's checks take them); of several Basic pairs, the
+    first is registered."""
+    own = own.over(config)
     if basic_auth is None:
-        pairs = own.basic_auth if own.basic_auth is not None else config.basic_auth
-        basic_auth = pairs[0] if pairs else None
+        basic_auth = own.basic_auth[0] if own.basic_auth else None
     explicit_header = header is not None
     if header is None:
-        header = own.auth_header if own.auth_header is not None else config.auth_header
+        header = own.auth_header
     headers: dict[str, str] = {}
     if basic_auth:
         try:

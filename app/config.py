@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from app import credentials
+
 ENV_PREFIX = "WABAHOOK_"
 # A serve process hands its resolved settings to worker processes in this one variable.
 EXPORT_VARIABLE = "WABAHOOK_CONFIG_JSON"
@@ -245,12 +247,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         if self.channel_bytes_per_s and self.channel_burst_bytes < self.max_body:
             raise ValueError("channel_burst_bytes must be at least max_body")
         for pair in self.basic_auth or []:
-            if not pair.partition(":")[0] or ":" not in pair:
-                raise ValueError("basic_auth takes user:password pairs, comma-separated")
+            credentials.basic_pair(pair)
         if self.auth_header is not None:
-            name, _, value = self.auth_header.partition(":")
-            if not name.strip() or not value.strip():
-                raise ValueError("auth_header is 'Name: value'")
+            credentials.header(self.auth_header)
         if self.metrics_listen not in ("main", "off"):
             host, _, port = self.metrics_listen.rpartition(":")
             if not host or not port.isdigit() or int(port) > 65535:

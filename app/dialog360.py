@@ -11,7 +11,6 @@ httpx errors and API refusals are translated here, at one seam (`_translate_erro
 from __future__ import annotations
 
 import base64
-import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 import msgspec
 
+from app import credentials
 from app.errors import WabahookError
 
 Hosting = Literal["cloud", "onprem"]
@@ -34,8 +34,6 @@ TIMEOUT_S = 30.0  # seconds one API call may take, connecting included
 REDACTED = "<redacted>"
 # The most of an API error text a message quotes: enough to read, not a page of HTML.
 _ERROR_TEXT_CHARS = 300
-# An HTTP header name (RFC 9110 token): 360dialog sends it as given with every delivery.
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
@@ -122,23 +120,15 @@ def base_url(hosting: Hosting, override: str | None = None) -> str:
     return override.rstrip("/")
 
 
-def basic_auth_header(credentials: str) -> dict[str, str]:
+def basic_auth_header(pair: str) -> dict[str, str]:
     """`user:password` as the `Authorization: Basic ...` header 360dialog will send."""
-    user, sep, _ = credentials.partition(":")
-    if not sep or not user:
-        raise ValueError("basic auth credentials are 'user:password'")
-    token = base64.b64encode(credentials.encode()).decode("ascii")
+    token = base64.b64encode(credentials.basic_pair(pair).encode()).decode("ascii")
     return {"Authorization": f"Basic {token}"}
 
 
 def static_header(text: str) -> dict[str, str]:
     """`Name: value` as one header 360dialog will send."""
-    name, sep, value = text.partition(":")
-    name, value = name.strip(), value.strip()
-    if not sep or not _TOKEN.fullmatch(name) or not value:
-        raise ValueError("a header is 'Name: value', the name a plain HTTP token")
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
-        raise ValueError("a header value may not contain control characters")
+    name, value = credentials.header(text)
     return {name: value}
 
 

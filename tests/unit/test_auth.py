@@ -320,6 +320,8 @@ def test_a_channel_can_drop_the_global_requirement(tmp_path: Path) -> None:
         ("[channels.a]\nunknown_field = 1\n", "unknown_field"),
         ("[channels.'bad name']\n", "'bad name' is not a channel"),
         ("[channels.a\n", "invalid channels file"),
+        ("[channels.a]\nbasic_auth = ['no-colon']\n", "'user:password'"),
+        ("[channels.a]\nauth_header = 'X Token: v'\n", "'Name: value'"),
     ],
 )
 def test_a_bad_channels_file_is_a_clear_error(tmp_path: Path, text: str, match: str) -> None:
