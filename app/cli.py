@@ -89,7 +89,6 @@ def serve(**options: Any) -> None:
     import uvicorn  # imported here: the other commands start faster without it
 
     from app import server
-    from app.metrics_endpoint import start_listener
 
     config = _build_config(options)
     configure_logging(config)
@@ -105,8 +104,6 @@ def serve(**options: Any) -> None:
         uvicorn_config = server.uvicorn_config(config)
         descriptors = server.raise_descriptor_limit()
         server.start_metrics(config)
-        if config.metrics_listen not in ("main", "off"):
-            start_listener(config)
         logger.info(
             "serving with up to %d open files",
             descriptors,

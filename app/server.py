@@ -17,7 +17,7 @@ import uvicorn
 from app import logs, metrics
 from app.config import Config
 from app.http_protocol import HeadLimits, protocol_factory
-from app.metrics_endpoint import metrics_directory
+from app.metrics_endpoint import metrics_directory, start_listener
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +50,12 @@ def uvicorn_config(config: Config) -> uvicorn.Config:
 
 
 def start_metrics(config: Config) -> None:
-    """Totals start again with the service: forget what an earlier run's workers published."""
+    """Forget what an earlier run's workers published (totals start again with the service),
+    and open the separate /metrics listener when there is one."""
     if config.metrics:
         metrics.clear(metrics_directory(config))
+    if config.metrics_listen not in ("main", "off"):
+        start_listener(config)
 
 
 def raise_descriptor_limit() -> int:
