@@ -51,12 +51,13 @@ class Wabahook:
 
     def webhook_stack(self, ingest: ASGIApp) -> ASGIApp:
         """The webhook route's own middleware around `ingest`, outermost first: credentials
-        before a byte of the body is read, the size-capped read, the signature over it."""
-        limited = BodyLimit(
-            SignatureCheck(ingest, self.policies, self.metrics),
-            self.config.max_body,
-            self.config.body_timeout_s,
-        )
+        before a byte of the body is read, the size-capped read, the signature over it. A
+        check no channel requires is left out: every layer costs each request a call."""
+        if self.policies.any_signed:
+            ingest = SignatureCheck(ingest, self.policies, self.metrics)
+        limited = BodyLimit(ingest, self.config.max_body, self.config.body_timeout_s)
+        if self.policies.all_open:
+            return limited
         return HeaderAuth(limited, self.policies, self.metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -168,7 +169,9 @@ class Wabahook:
 
 
 def build_app(config: Config) -> ASGIApp:
-    metrics = Metrics() if config.metrics else Metrics.disabled()
+    if not config.metrics:  # nothing counts, so nothing wraps the request
+        return ErrorGuard(Wabahook(config, Metrics.disabled()), config.retry_after_s)
+    metrics = Metrics()
     return RequestMetrics(ErrorGuard(Wabahook(config, metrics), config.retry_after_s), metrics)
 
 

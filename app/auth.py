@@ -77,6 +77,11 @@ class Policies:
     def all_open(self) -> bool:
         return self.default.open and all(p.open for p in self._by_channel.values())
 
+    @property
+    def any_signed(self) -> bool:
+        """Whether some channel requires Meta's body signature."""
+        return any(p.app_secrets for p in (self.default, *self._by_channel.values()))
+
 
 def _equal_to_any(given: bytes, accepted: tuple[bytes, ...]) -> bool:
     # Every candidate is compared, so the time taken says nothing about which one matched.
