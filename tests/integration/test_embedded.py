@@ -25,6 +25,7 @@ from tests.support.databases import execute, fetch
 from tests.support.environment import scrubbed_environment
 from tests.support.postgres import postmaster_pid
 from tests.support.processes import kill_group, start_group
+from tests.support.waiting import wait_until_blocking
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -137,8 +138,9 @@ def kill9_after_child_starts(data_dir: Path, body: str) -> list[str]:
     finally:
         kill_group(child)
         child.communicate()
-    # The postmaster died with the group (a zombie at most) and left its pid file behind.
-    assert not is_alive(postmaster)
+    # The postmaster dies with the group (a zombie at most; SIGKILL lands asynchronously) and
+    # leaves its pid file behind.
+    wait_until_blocking(lambda: not is_alive(postmaster), 10.0, "the postmaster to die")
     assert (data_dir / "pgdata" / "postmaster.pid").exists()
     return line
 
