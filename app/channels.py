@@ -12,10 +12,12 @@ a table per channel, readable at 50 channels:
     auth_header = "X-Webhook-Token: 9f2c..."
     app_secret = "meta-app-secret"
     hosting = "onprem"
+    forward_url = "https://crm.example.com/whatsapp"
 
 Every field is optional. A channel's own field replaces the global setting of the same name
 (`WABAHOOK_BASIC_AUTH`, ...); a field it leaves out, and every channel not in the file, uses
-the global one.
+the global one. `forward_url` replaces `WABAHOOK_FORWARD_URL` (or the handler) for the
+channel's events; an empty one hands none of them on.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class ChannelSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     verify_token: str | None = None  # answers the hub.challenge GET
     url: str | None = None  # the public webhook URL, for `wabahook webhook set --channel`
     hosting: Literal["cloud", "onprem"] | None = None  # which 360dialog API registers it
+    forward_url: str | None = None  # where its events are handed on; "" hands none on
 
     def __post_init__(self) -> None:
         for pair in self.basic_auth or []:

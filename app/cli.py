@@ -16,7 +16,7 @@ import signal
 import sys
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 import click
 import msgspec
 
-from app import dialog360, logs, storage
+from app import deliveries as delivery_store
+from app import dialog360, dispatcher, logs, storage
 from app.channels import ChannelSettings, ChannelsFileError, load_channels
 from app.config import Config, describe_fields, env_name
 from app.embedded import EmbeddedPostgres
@@ -92,10 +93,7 @@ def serve(**options: Any) -> None:
 
     config = _build_config(options)
     configure_logging(config)
-    try:
-        load_channels(config.channels_file)  # a clear error now, not a traceback per worker
-    except WabahookError as exc:
-        raise click.ClickException(str(exc)) from exc
+    channels = _load_channels(config)  # a clear error now, not a traceback per worker
     with _database(config, announce=True) as dsn:
         config = msgspec.structs.replace(config, database_url=dsn)
         config.export_to_environ()  # worker processes rebuild the same Config from it
@@ -117,7 +115,11 @@ def serve(**options: Any) -> None:
         # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again with
         # the handler it found installed: make that handler end us through the `finally`
         # that stops the embedded PostgreSQL, not kill us before it.
-        with _signals_exit_cleanly():
+        handing_on = dispatcher.has_target(config, channels)
+        with (
+            dispatcher.beside_server(config) if handing_on else nullcontext(),
+            _signals_exit_cleanly(),
+        ):
             if config.workers == 1:
                 uvicorn_server.run()
             else:
@@ -128,6 +130,13 @@ def serve(**options: Any) -> None:
     logger.info("stopped", extra={"action": "serve_stopped"})
     if not uvicorn_server.started and config.workers == 1:
         sys.exit(3)
+
+
+def _load_channels(config: Config) -> dict[str, ChannelSettings]:
+    try:
+        return load_channels(config.channels_file)
+    except WabahookError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 class _Stopped(Exception):
@@ -327,6 +336,162 @@ def _setting_text(value: Any) -> str:
     if isinstance(value, list):
         return ",".join(str(item) for item in value)
     return str(value)
+
+
+# --- handing events on ----------------------------------------------------------------------
+
+_DISPATCH_FIELDS = (
+    *_DATABASE_FIELDS,
+    "channels_file",
+    "forward_url",
+    "forward_mode",
+    "forward_secret",
+    "forward_app_secret",
+    "handler",
+    "forward_timeout_s",
+    "forward_retries",
+    "forward_concurrency",
+    "dispatch_stall_s",
+    "metrics",
+    "metrics_listen",
+    "metrics_interval_s",
+    "log_format",
+    "log_level",
+)
+
+
+@main.command()
+@config_options(_DISPATCH_FIELDS)
+def dispatch(**options: Any) -> None:
+    """Hand stored events on, without serving HTTP: to scale receivers and dispatchers apart.
+
+    Run as many as you like: one leads, the others stand by and take over if it dies or stalls.
+    """
+    from app.metrics_endpoint import start_listener
+
+    config = _build_config(options)
+    configure_logging(config)
+    if not dispatcher.has_target(config, _load_channels(config)):
+        raise click.UsageError(
+            "nothing to hand on to: set WABAHOOK_FORWARD_URL, WABAHOOK_HANDLER or a channel's "
+            "forward_url"
+        )
+    with _database(config, announce=True) as dsn:
+        config = msgspec.structs.replace(config, database_url=dsn)
+        if config.metrics and config.metrics_listen not in ("main", "off"):
+            try:
+                start_listener(config)
+            except OSError as exc:  # serve on this host has the port: it serves these metrics
+                logger.warning(
+                    "no metrics listener: %s", exc, extra={"action": "metrics_not_listening"}
+                )
+        dispatcher.run(config)
+
+
+@main.command()
+@config_options(_DATABASE_FIELDS)
+@click.option("--state", type=click.Choice(delivery_store.STATES))
+@click.option("--channel", help="only deliveries of events that arrived on this channel")
+@click.option("--since", help="events received at or after: ISO time, or an age (30s, 15m, 2h, 7d)")
+@click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
+@click.option(
+    "--format", "output", type=click.Choice(["table", "jsonl"]), default="table", show_default=True
+)
+def deliveries(
+    state: str | None,
+    channel: str | None,
+    since: str | None,
+    limit: int,
+    output: str,
+    **options: Any,
+) -> None:
+    """List hand-ons, oldest first: each event's state, attempts, last error and next attempt."""
+    config = _build_config(options)
+    since_time = _parse_since(since) if since else None
+
+    async def run(dsn: str) -> list[dict[str, Any]]:
+        async with storage.connect(dsn) as connection:
+            return await delivery_store.select_deliveries(
+                connection, state, channel, since_time, limit
+            )
+
+    with _database(config, migrate=True) as dsn:
+        rows = _run(run(dsn))
+    columns = (
+        "id",
+        "state",
+        "attempts",
+        "next_attempt_at",
+        "event_id",
+        "channel",
+        "contact",
+        "kind",
+        "received_at",
+        "last_error",
+    )
+    _print(rows, output, columns)
+    _note_if_cut(rows, limit, "deliveries")
+
+
+@main.command()
+@config_options(_DATABASE_FIELDS)
+@click.argument("ids", nargs=-1, type=click.IntRange(1))
+@click.option("--channel", help="the dead deliveries of this channel")
+@click.option("--since", help="of events received at or after: ISO time, or an age")
+@click.option("--until", help="of events received before: ISO time, or an age")
+@click.option("--all", "everything", is_flag=True, help="every dead delivery")
+def redeliver(
+    ids: tuple[int, ...],
+    channel: str | None,
+    since: str | None,
+    until: str | None,
+    everything: bool,
+    **options: Any,
+) -> None:
+    """Queue dead deliveries again, by delivery id (see `deliveries --state dead`) or filter."""
+    if not ids and not (channel or since or until or everything):
+        raise click.UsageError("name delivery ids, or --channel, --since, --until or --all")
+    if ids and (channel or since or until or everything):
+        raise click.UsageError("name delivery ids or a filter, not both")
+    config = _build_config(options)
+    since_time = _parse_since(since) if since else None
+    until_time = _parse_since(until, "--until") if until else None
+
+    async def run(dsn: str) -> int:
+        async with storage.connect(dsn) as connection:
+            return await delivery_store.redeliver(
+                connection, list(ids) or None, channel, since_time, until_time
+            )
+
+    with _database(config, migrate=True) as dsn:
+        queued = _run(run(dsn))
+    click.echo(f"{queued} dead deliveries queued again")
+
+
+@main.command()
+@config_options((*_DATABASE_FIELDS, "forward_mode"))
+@click.option("--since", required=True, help="events received at or after: ISO time, or an age")
+@click.option("--until", help="events received before: ISO time, or an age")
+@click.option("--channel", help="only events that arrived on this channel")
+@click.option("--kind", type=click.Choice(["message", "status", "error", "other", "echo", "call"]))
+def replay(
+    since: str, until: str | None, channel: str | None, kind: str | None, **options: Any
+) -> None:
+    """Hand stored events on again (after a bug downstream), each contact's in arrival order."""
+    config = _build_config(options)
+    since_time = _parse_since(since)
+    until_time = _parse_since(until, "--until") if until else None
+    bodies = config.forward_mode == "bodies"
+
+    async def run(dsn: str) -> int:
+        async with storage.connect(dsn) as connection:
+            return await delivery_store.replay(
+                connection, since_time, until_time, channel, kind, bodies
+            )
+
+    with _database(config, migrate=True) as dsn:
+        queued = _run(run(dsn))
+    click.echo(f"{queued} {'bodies' if bodies else 'events'} queued to be handed on again")
 
 
 # --- webhook: 360dialog's configuration API -----------------------------------------------
@@ -567,7 +732,7 @@ _AGE = re.compile(r"(\d+)\s*([smhd])")
 _AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
-def _parse_since(text: str) -> datetime:
+def _parse_since(text: str, option: str = "--since") -> datetime:
     age = _AGE.fullmatch(text.strip())
     if age:
         amount, unit = age.groups()
@@ -575,7 +740,7 @@ def _parse_since(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise click.BadParameter(f"not a time or an age: {text!r}", param_hint="--since") from None
+        raise click.BadParameter(f"not a time or an age: {text!r}", param_hint=option) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 

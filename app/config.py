@@ -8,22 +8,27 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import msgspec
 
-from app import credentials
+from app import credentials, signing
 
 ENV_PREFIX = "WABAHOOK_"
 # A serve process hands its resolved settings to worker processes in this one variable.
 EXPORT_VARIABLE = "WABAHOOK_CONFIG_JSON"
 
 MiB = 1024 * 1024
+HANDLER = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 # Days back a redelivery is still recognised: 360dialog retries for up to 7 days. The dedup
 # insert (`insert_staged` in queries.sql) looks back this far, and retention keeps at least
 # this much; tests/unit/test_sql.py checks the query against this constant.
 REDELIVERY_WINDOW_DAYS = 8
+# Seconds before each retry of a failed hand-on: about 24 hours from the first attempt to the
+# last of 12, quick at first for blips, then hourly and longer for outages.
+DEFAULT_RETRIES = (1.0, 5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 28800.0)
 
 
 def _doc(text: str) -> Any:
@@ -181,6 +186,49 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             "https://waba.360dialog.io (On-Premise)"
         ),
     ] = None
+    forward_url: Annotated[
+        str | None,
+        _doc(
+            "hand every stored event on to this URL (POST); a channel's own forward_url in "
+            "the channels file replaces it"
+        ),
+    ] = None
+    forward_mode: Annotated[
+        Literal["events", "bodies"],
+        _doc(
+            "events: one POST per event in a JSON envelope; bodies: each stored body byte "
+            "for byte, as 360dialog sent it"
+        ),
+    ] = "events"
+    forward_secret: Annotated[
+        str | None,
+        _doc("Standard Webhooks signing secret (whsec_...): signs every forwarded request"),
+    ] = None
+    forward_app_secret: Annotated[
+        str | None,
+        _doc("Meta app secret: forwarded requests also carry X-Hub-Signature-256, as Meta's do"),
+    ] = None
+    handler: Annotated[
+        str | None,
+        _doc("package.module:function, an async function called with each event, instead of HTTP"),
+    ] = None
+    forward_timeout_s: Annotated[
+        float, _doc("longest one hand-on may take; later counts as a failure, s")
+    ] = 10.0
+    forward_retries: Annotated[
+        tuple[float, ...],
+        _doc(
+            "seconds before each retry of a failed hand-on, comma-separated (each +-20% "
+            "jitter); after the last the event is dead-lettered"
+        ),
+    ] = DEFAULT_RETRIES
+    forward_concurrency: Annotated[
+        int, _doc("hand-ons in flight at once (each of another contact), per dispatcher")
+    ] = 64
+    dispatch_stall_s: Annotated[
+        float,
+        _doc("a leading dispatcher silent this long is taken over by a standing-by one, s"),
+    ] = 30.0
     metrics: Annotated[bool, _doc("count metrics (off only to measure what counting costs)")] = True
     metrics_listen: Annotated[
         str,
@@ -222,6 +270,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             "max_headers",
             "max_events",
             "metrics_interval_s",
+            "forward_timeout_s",
+            "forward_concurrency",
+            "dispatch_stall_s",
         )
         not_negative = (
             "backpressure_ms",
@@ -256,6 +307,16 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
                 raise ValueError("metrics_listen is host:port, 'main' or 'off'")
         if self.pool_size < self.flush_slots:
             raise ValueError("pool_size must be at least flush_slots")
+        if self.forward_url is not None and self.handler is not None:
+            raise ValueError("forward_url and handler exclude each other: pick one target")
+        if any(not math.isfinite(delay) or delay < 0 for delay in self.forward_retries):
+            raise ValueError("forward_retries are seconds >= 0")
+        if self.forward_secret is not None:
+            signing.secret_key(self.forward_secret)  # says what is wrong with it
+        if self.handler is not None and not HANDLER.fullmatch(self.handler):
+            raise ValueError("handler is package.module:function")
+        if self.handler is not None and self.forward_mode != "events":
+            raise ValueError("a handler is called with events: forward_mode must be events")
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -289,7 +350,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         os.environ[EXPORT_VARIABLE] = msgspec.json.encode(self).decode()
 
 
-_LIST_FIELDS = frozenset({"basic_auth", "app_secret"})
+_LIST_FIELDS = frozenset({"basic_auth", "app_secret", "forward_retries"})
 
 
 def _split(text: str) -> list[str]:
@@ -308,7 +369,16 @@ _OWN_NAMES = {
 }
 # Settings never shown: `wabahook config` and logs print them redacted.
 SECRET_FIELDS = frozenset(
-    {"database_url", "basic_auth", "auth_header", "app_secret", "verify_token", "d360_api_key"}
+    {
+        "database_url",
+        "basic_auth",
+        "auth_header",
+        "app_secret",
+        "verify_token",
+        "d360_api_key",
+        "forward_secret",
+        "forward_app_secret",
+    }
 )
 
 

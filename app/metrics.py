@@ -44,6 +44,7 @@ ACK_BUDGET_S = 5.0  # 360dialog's limit for an answer
 
 ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 FLUSH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+HANDOFF_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0, 3600.0)
 ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 
 
@@ -144,6 +145,26 @@ DEFINITIONS: dict[str, Definition] = {
     "storage_up": Definition(
         "gauge", "1 while batches go to PostgreSQL, 0 while they go to the spool (per worker)."
     ),
+    "dispatch_delivered_total": Definition("counter", "Events handed on successfully."),
+    "dispatch_failed_total": Definition(
+        "counter", "Failed hand-on attempts (an error, a non-2xx answer, a timeout)."
+    ),
+    "dispatch_dead_total": Definition(
+        "counter", "Events dead-lettered: their last attempt failed too."
+    ),
+    "dispatch_expired_total": Definition(
+        "counter", "Events retention dropped before they were handed on."
+    ),
+    "dispatch_handoff_seconds": Definition(
+        "histogram",
+        "Time from an event's arrival until it was handed on successfully, in seconds.",
+        buckets=HANDOFF_BUCKETS,
+    ),
+    "dispatch_lag_seconds": Definition(
+        "gauge", "Age of the oldest event not handed on yet, in seconds (0: none waits)."
+    ),
+    "dispatch_in_flight": Definition("gauge", "Hand-on attempts in flight."),
+    "dispatch_leader": Definition("gauge", "1 in the dispatcher that leads, else 0."),
 }
 
 # Known event types: anything else is counted as "other", so input cannot add series.

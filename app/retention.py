@@ -4,18 +4,21 @@ Dropping a partition removes a day of requests and events at once, without the r
 deletes and the bloat a DELETE of old rows would leave. Dedup does not depend on it: the
 dedup insert looks back over the redelivery window across partitions, so a retention of at
 least `config.REDELIVERY_WINDOW_DAYS` keeps every redelivery harmless. Dedup conflicts, rare
-and in one plain table, are deleted by age in the same run.
+and in one plain table, are deleted by age in the same run. Events a dispatcher never handed on
+before their day expired are counted and logged first: they are lost to the receiver.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from asyncpg import Pool
 
 from app.errors import WabahookError
+from app.metrics import Metrics
 from app.sql import queries
 from app.storage import wrap_exceptions
 
@@ -25,9 +28,16 @@ DAYS_AHEAD = 3  # partitions made in advance, so a missed run never sends a day 
 INTERVAL = 3600.0  # seconds between runs
 
 
-async def maintain(pool: Pool, retention_days: int, today: date | None = None) -> tuple[int, int]:
+@dataclass(frozen=True, slots=True)
+class Maintained:
+    created: int  # partitions
+    dropped: int  # partitions
+    undelivered: int  # events in the dropped partitions that were never handed on
+
+
+async def maintain(pool: Pool, retention_days: int, today: date | None = None) -> Maintained:
     """Create the coming days' partitions, drop the expired ones and delete the expired dedup
-    conflicts: (partitions created, partitions dropped)."""
+    conflicts."""
     today = today or datetime.now(UTC).date()
     oldest_kept = today - timedelta(days=retention_days)
     with wrap_exceptions():
@@ -42,13 +52,19 @@ async def maintain(pool: Pool, retention_days: int, today: date | None = None) -
                     oldest_kept,
                 )
             if row is None:  # another process holds the maintenance lock and does the work
-                return 0, 0
+                return Maintained(0, 0, 0)
             # A transaction of its own: the partition DDL's locks, which hold up ingestion,
             # are released before this delete, however many rows it has to remove.
             conflicts_deleted: int = await connection.fetchval(
                 queries["delete_expired_conflicts"], oldest_kept
             )
-    created, dropped = int(row["created"]), int(row["dropped"])
+    created, dropped, undelivered = row["created"], row["dropped"], row["undelivered"]
+    if undelivered:
+        logger.error(
+            "%d events expired before they were handed on",
+            undelivered,
+            extra={"action": "retention_undelivered", "events": undelivered},
+        )
     if created or dropped or conflicts_deleted:
         logger.info(
             "partitions maintained",
@@ -59,14 +75,15 @@ async def maintain(pool: Pool, retention_days: int, today: date | None = None) -
                 "conflicts_deleted": conflicts_deleted,
             },
         )
-    return created, dropped
+    return Maintained(created, dropped, undelivered)
 
 
-async def run_periodically(pool: Pool, retention_days: int) -> None:
+async def run_periodically(pool: Pool, retention_days: int, metrics: Metrics) -> None:
     """Maintain now and then every `INTERVAL`; a failed run is retried at the next one."""
     while True:
         try:
-            await maintain(pool, retention_days)
+            maintained = await maintain(pool, retention_days)
+            metrics.inc("dispatch_expired_total", amount=maintained.undelivered)
         except WabahookError as exc:
             logger.warning(
                 "partition maintenance failed: %s", exc, extra={"action": "partitions_failed"}

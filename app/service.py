@@ -65,12 +65,12 @@ async def running(config: Config, metrics: Metrics) -> AsyncIterator[Service]:
             async with pool.acquire() as connection:
                 await storage.migrate(connection)
             maintenance = asyncio.get_running_loop().create_task(
-                retention.run_periodically(pool, config.retention_days)
+                retention.run_periodically(pool, config.retention_days, metrics)
             )
             try:
                 async with (
                     _writing(config, pool, metrics) as writer,
-                    _publishing(config, metrics) as publish,
+                    publishing(config, metrics) as publish,
                 ):
                     copy_buffer = CopyBuffer(config, writer.write, metrics)
                     metrics.gauge("buffer_rows", lambda: copy_buffer.rows)
@@ -139,7 +139,7 @@ async def _writing(config: Config, pool: Pool, metrics: Metrics) -> AsyncIterato
 
 
 @asynccontextmanager
-async def _publishing(config: Config, metrics: Metrics) -> AsyncIterator[Callable[[], None]]:
+async def publishing(config: Config, metrics: Metrics) -> AsyncIterator[Callable[[], None]]:
     """This worker's metrics, written for the scrape every interval; yields a write-now."""
     if not config.metrics or config.metrics_listen == "off":
         yield lambda: None

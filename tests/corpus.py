@@ -264,8 +264,8 @@ def _quarantined(name: str, body: bytes, fmt: str = "quarantined") -> Case:
 # --- public builders (load tests use these) ----------------------------------------------
 
 
-def cloud_text(message_id: str, phone_number_id: str = PHONE_NUMBER_ID) -> bytes:
-    """A Cloud body with one inbound text message."""
+def cloud_text(message_id: str, phone_number_id: str = PHONE_NUMBER_ID, sender: str = DE) -> bytes:
+    """A Cloud body with one inbound text message, from `sender` (a wa_id)."""
     return _cloud_bytes(
         _cloud(
             _entry(
@@ -273,10 +273,10 @@ def cloud_text(message_id: str, phone_number_id: str = PHONE_NUMBER_ID) -> bytes
                     "messages",
                     _value(
                         phone_number_id=phone_number_id,
-                        contacts=[_contact(DE, "Clara Fuchs")],
+                        contacts=[_contact(sender, "Clara Fuchs")],
                         messages=[
                             {
-                                "from": DE,
+                                "from": sender,
                                 "id": message_id,
                                 "timestamp": "1780000000",
                                 "text": {"body": "Hallo! Haben Sie am Samstag geöffnet? 😊"},

@@ -44,7 +44,7 @@ async def _partitions(db: asyncpg.Connection) -> set[str]:
 async def test_redelivery_days_later_stores_no_second_event(
     pool: asyncpg.Pool, db: asyncpg.Connection
 ) -> None:
-    await db.execute("SELECT wabahook_create_partitions_v1($1, $2)", TODAY - timedelta(10), TODAY)
+    await db.execute("SELECT wabahook_create_partitions_v2($1, $2)", TODAY - timedelta(10), TODAY)
     await _deliver(pool, "wamid.week", TODAY - timedelta(days=7))
     await _deliver(pool, "wamid.week", TODAY)
     rows = await db.fetch("SELECT received_on FROM wabahook_events")
@@ -53,7 +53,7 @@ async def test_redelivery_days_later_stores_no_second_event(
 
 
 async def test_dedup_window_is_eight_days(pool: asyncpg.Pool, db: asyncpg.Connection) -> None:
-    await db.execute("SELECT wabahook_create_partitions_v1($1, $2)", TODAY - timedelta(10), TODAY)
+    await db.execute("SELECT wabahook_create_partitions_v2($1, $2)", TODAY - timedelta(10), TODAY)
     await _deliver(pool, "wamid.inside", TODAY - timedelta(days=8))
     await _deliver(pool, "wamid.outside", TODAY - timedelta(days=9))
     await _deliver(pool, "wamid.inside", TODAY)
@@ -70,13 +70,13 @@ async def test_dedup_window_is_eight_days(pool: asyncpg.Pool, db: asyncpg.Connec
 async def test_expired_partitions_are_dropped_whole(
     pool: asyncpg.Pool, db: asyncpg.Connection
 ) -> None:
-    await db.execute("SELECT wabahook_create_partitions_v1($1, $2)", TODAY - timedelta(40), TODAY)
+    await db.execute("SELECT wabahook_create_partitions_v2($1, $2)", TODAY - timedelta(40), TODAY)
     await _deliver(pool, "wamid.old", TODAY - timedelta(days=31))
     await _deliver(pool, "wamid.kept", TODAY - timedelta(days=30))
     await _deliver(pool, "wamid.ancient", TODAY - timedelta(days=400))  # the default partition
     assert await db.fetchval("SELECT count(*) FROM wabahook_events_default") == 1
 
-    _, dropped = await retention.maintain(pool, retention_days=30, today=TODAY)
+    dropped = (await retention.maintain(pool, retention_days=30, today=TODAY)).dropped
 
     partitions = await _partitions(db)
     expected_days = [TODAY + timedelta(days) for days in range(-30, retention.DAYS_AHEAD + 1)]
@@ -84,7 +84,7 @@ async def test_expired_partitions_are_dropped_whole(
         "wabahook_events_default",
         *(f"wabahook_events_{day:%Y%m%d}" for day in expected_days),
     }
-    assert dropped == 2 * 10  # days -40 .. -31, requests and events
+    assert dropped == 3 * 10  # days -40 .. -31: requests, events and deliveries
     rows = await db.fetch("SELECT message_id FROM wabahook_events")
     assert [row["message_id"] for row in rows] == ["wamid.kept"]
     assert await db.fetchval("SELECT count(*) FROM wabahook_requests") == 1
@@ -92,9 +92,11 @@ async def test_expired_partitions_are_dropped_whole(
 
 async def test_partitions_are_made_ahead_once(pool: asyncpg.Pool, db: asyncpg.Connection) -> None:
     later = TODAY + timedelta(days=10)
-    created, _ = await retention.maintain(pool, retention_days=30, today=later)
-    assert created == 2 * (retention.DAYS_AHEAD + 1)  # requests and events, later .. +DAYS_AHEAD
+    created = (await retention.maintain(pool, retention_days=30, today=later)).created
+    assert created == 3 * (retention.DAYS_AHEAD + 1)  # requests, events, deliveries
     assert f"wabahook_events_{later + timedelta(retention.DAYS_AHEAD):%Y%m%d}" in await _partitions(
         db
     )
-    assert await retention.maintain(pool, retention_days=30, today=later) == (0, 0)
+    assert await retention.maintain(pool, retention_days=30, today=later) == retention.Maintained(
+        0, 0, 0
+    )

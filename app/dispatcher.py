@@ -1,0 +1,350 @@
+"""The dispatcher: hands every stored event on, in order per contact, at the receiver's pace.
+
+The events table is the outbox. The leading dispatcher reads it past a cursor, in (xid, id)
+order and only below the horizon every earlier transaction has ended at, and makes a delivery
+row for each event of a channel with a target (`move_events`). Each contact (channel + wa_id)
+has at most one delivery with `next_attempt_at` set, its head: the dispatcher claims due heads,
+makes one attempt each (`Forwarder`), and records the outcome, which makes the contact's next
+delivery its head once this one is delivered or dead (`finish_deliveries`). So a contact's
+events go out one at a time and in order, while a failing contact only holds up itself.
+
+Many dispatchers may run (every `serve` worker process that has a target, `wabahook dispatch`
+on other hosts); one leads, by a session advisory lock on the one connection it does all its
+work on, and the others stand by. A leader that dies loses the lock with its connection. One
+that stalls (stopped, wedged) stops writing its heartbeat; a standing-by dispatcher then ends
+its session, so whatever it does after waking fails. Either way the next leader starts from
+what is committed: attempts in flight at the change are made again (at least once), nothing
+is skipped.
+
+Memory is bounded by `forward_concurrency` deliveries in flight and one batch of event ids
+being moved, whatever the backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import logging.config
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import uvloop
+from asyncpg import Connection
+
+from app import logs, storage
+from app.channels import ChannelSettings, load_channels
+from app.config import Config
+from app.errors import StorageUnavailable
+from app.forwarding import Delivery, Forwarder, Outcome, routing
+from app.metrics import Metrics
+from app.sql import queries
+from app.storage import wrap_exceptions
+
+logger = logging.getLogger(__name__)
+
+NOTIFY_CHANNELS = ("wabahook_events", "wabahook_deliveries")  # new events; redeliver, replay
+MOVE_BATCH = 1000  # events read past the cursor in one step
+POLL_INTERVAL = 0.5  # s: the longest a leader waits without a notification (retries fall due)
+STANDBY_INTERVAL = 1.0  # s between a standing-by dispatcher's tries to lead
+LAG_INTERVAL = 2.0  # s between two measurements of the lag
+RECONNECT_DELAY = 1.0  # s after a lost database connection
+JITTER = 0.2  # each retry delay is spread by this fraction either way
+NICENESS = 10  # serve's dispatcher process yields the CPU to the HTTP workers
+STOP_TIMEOUT = 10.0  # s serve's dispatcher process gets to stop before it is killed
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    delivery: Delivery
+    outcome: Outcome
+
+
+class Dispatcher:
+    def __init__(
+        self, config: Config, channels: dict[str, ChannelSettings], dsn: str, metrics: Metrics
+    ) -> None:
+        self._config = config
+        self._channels = channels
+        self._dsn = dsn
+        self._metrics = metrics
+        self._routing = routing(config, channels)
+        self._identity = f"{socket.gethostname()}:{os.getpid()}"
+        self._wake = asyncio.Event()
+        self._in_flight: dict[int, asyncio.Task[None]] = {}
+        self._finished: list[Attempt] = []
+        self._position: tuple[Any, int, Any] = ("0", 0, None)  # (xid, event id, request id)
+        self.leading = False
+        self.lag_s = 0.0
+        metrics.gauge("dispatch_leader", lambda: 1 if self.leading else 0)
+        metrics.gauge("dispatch_in_flight", lambda: len(self._in_flight))
+        metrics.gauge("dispatch_lag_seconds", lambda: self.lag_s if self.leading else 0)
+
+    async def run(self) -> None:
+        """Lead when possible, stand by otherwise; until cancelled."""
+        while True:
+            try:
+                async with self._connection() as connection:
+                    while not await connection.fetchval(queries["try_lead_dispatch"]):
+                        await self._take_over_if_stalled(connection)
+                        await asyncio.sleep(STANDBY_INTERVAL)
+                    await self._lead(connection)
+            except (StorageUnavailable, asyncpg.PostgresError, OSError) as exc:
+                if self.leading:
+                    logger.warning(
+                        "dispatcher lost its lead: %s", exc, extra={"action": "dispatch_lost_lead"}
+                    )
+                else:
+                    logger.warning(
+                        "dispatcher cannot reach PostgreSQL: %s",
+                        exc,
+                        extra={"action": "dispatch_unavailable"},
+                    )
+                await self._abandon_in_flight()
+                await asyncio.sleep(RECONNECT_DELAY)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Connection]:
+        with wrap_exceptions():
+            connection = await asyncpg.connect(
+                self._dsn,
+                timeout=5.0,
+                # Progress is safe to lose: an attempt whose record is lost is made again.
+                server_settings={
+                    "application_name": "wabahook-dispatch",
+                    "synchronous_commit": "off",
+                },
+            )
+        try:
+            yield connection
+        finally:
+            self.leading = False
+            connection.terminate()
+
+    async def _take_over_if_stalled(self, connection: Connection) -> None:
+        row = await connection.fetchrow(queries["dispatch_leader_pid"])
+        silent_s = None if row is None else row["silent_s"]
+        if silent_s is None or silent_s < self._config.dispatch_stall_s:
+            return
+        logger.warning(
+            "taking over from a dispatcher silent for %.0f s",
+            silent_s,
+            extra={"action": "dispatch_takeover", "backend_pid": row["pid"]},
+        )
+        await connection.fetchval(queries["terminate_backend"], row["pid"])
+
+    async def _lead(self, connection: Connection) -> None:
+        cursor = await connection.fetchrow(queries["open_dispatch_cursor"], self._identity)
+        self._position = (cursor["xid"], cursor["event_id"], cursor["request_id"])
+        self.leading = True
+        logger.info("dispatcher leads", extra={"action": "dispatch_leading"})
+        for channel in NOTIFY_CHANNELS:
+            await connection.add_listener(channel, self._notified)
+        loop = asyncio.get_running_loop()
+        lag_due = 0.0
+        async with Forwarder(self._config, self._channels) as forwarder:
+            while True:
+                self._wake.clear()
+                caught_up = await self._step(connection, forwarder)
+                if loop.time() >= lag_due:
+                    self.lag_s = await connection.fetchval(queries["dispatch_lag"])
+                    lag_due = loop.time() + LAG_INTERVAL
+                if caught_up and not self._finished:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(POLL_INTERVAL):
+                            await self._wake.wait()
+
+    async def _step(self, connection: Connection, forwarder: Forwarder) -> bool:
+        """Record the finished attempts, move new events into deliveries, start attempts for
+        the due heads; whether the cursor has caught up with the events."""
+        finished, self._finished = self._finished, []
+        async with connection.transaction():
+            await connection.execute(queries["lock_deliveries"])
+            if finished:
+                await connection.execute(queries["finish_deliveries"], *self._recorded(finished))
+            moved = await connection.fetchrow(
+                queries["move_events"],
+                *self._position,
+                MOVE_BATCH,
+                forwarder.bodies,
+                self._routing.default,
+                list(self._routing.on),
+                list(self._routing.off),
+            )
+        self._position = (moved["xid"], moved["event_id"], moved["request_id"])
+        for attempt in finished:  # recorded: no longer kept from claims
+            del self._in_flight[attempt.delivery.id]
+        free = self._config.forward_concurrency - len(self._in_flight)
+        if free > 0:
+            rows = await connection.fetch(
+                queries["claim_deliveries"], list(self._in_flight), free, forwarder.bodies
+            )
+            for row in rows:
+                self._start(forwarder, Delivery.from_row(row))
+        caught_up: bool = moved["read"] < MOVE_BATCH
+        return caught_up
+
+    def _notified(self, *_: Any) -> None:
+        self._wake.set()
+
+    def _start(self, forwarder: Forwarder, delivery: Delivery) -> None:
+        task = asyncio.get_running_loop().create_task(self._attempt(forwarder, delivery))
+        self._in_flight[delivery.id] = task
+
+    async def _attempt(self, forwarder: Forwarder, delivery: Delivery) -> None:
+        outcome = await forwarder.deliver(delivery)
+        self._count(delivery, outcome)
+        # Stays in `_in_flight` until its outcome is recorded, so no claim takes it again.
+        self._finished.append(Attempt(delivery, outcome))
+        self._wake.set()
+
+    def _count(self, delivery: Delivery, outcome: Outcome) -> None:
+        if outcome.ok:
+            self._metrics.inc("dispatch_delivered_total")
+            age = datetime.now(UTC) - delivery.event.received_at
+            self._metrics.observe("dispatch_handoff_seconds", age.total_seconds())
+            return
+        self._metrics.inc("dispatch_failed_total")
+        if self._dead(delivery):
+            self._metrics.inc("dispatch_dead_total")
+            logger.warning(
+                "event %d dead-lettered after %d attempts: %s",
+                delivery.event.id,
+                delivery.attempts + 1,
+                outcome.error,
+                extra={"action": "dispatch_dead", "delivery": delivery.id},
+            )
+        else:
+            logger.debug(
+                "hand-on failed: %s",
+                outcome.error,
+                extra={"action": "dispatch_failed", "delivery": delivery.id},
+            )
+
+    def _dead(self, delivery: Delivery) -> bool:
+        return delivery.attempts + 1 > len(self._config.forward_retries)
+
+    async def _abandon_in_flight(self) -> None:
+        """Cancel what is in flight: a new leader makes those attempts again."""
+        tasks = list(self._in_flight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._in_flight.clear()
+        self._finished.clear()
+
+    def next_state(self, attempt: Attempt) -> tuple[str, datetime | None, str | None]:
+        """(state, next attempt, error) after an attempt."""
+        if attempt.outcome.ok:
+            return "delivered", None, None
+        if self._dead(attempt.delivery):
+            return "dead", None, attempt.outcome.error
+        delay = attempt.outcome.retry_after_s
+        if delay is None:
+            delay = self._config.forward_retries[attempt.delivery.attempts]
+            delay *= random.uniform(1 - JITTER, 1 + JITTER)
+        return "retrying", datetime.now(UTC) + timedelta(seconds=delay), attempt.outcome.error
+
+    def _recorded(self, finished: list[Attempt]) -> tuple[list[Any], ...]:
+        """finish_deliveries' parameters: ids, their days, states, next attempts, errors."""
+        states = [self.next_state(attempt) for attempt in finished]
+        return (
+            [attempt.delivery.id for attempt in finished],
+            [attempt.delivery.received_on for attempt in finished],
+            [state for state, _, _ in states],
+            [next_attempt for _, next_attempt, _ in states],
+            [error for _, _, error in states],
+        )
+
+
+def has_target(config: Config, channels: dict[str, ChannelSettings]) -> bool:
+    """Whether any channel's events are handed on: only then does a dispatcher run."""
+    route = routing(config, channels)
+    return route.default or bool(route.on)
+
+
+async def dispatch(config: Config) -> None:
+    """One dispatcher with its metrics, on `config.database_url`, until cancelled."""
+    from app.service import publishing  # the service imports this module's neighbours
+
+    channels = load_channels(config.channels_file)
+    assert config.database_url is not None, "the caller resolves the database"
+    with wrap_exceptions():
+        connection = await asyncpg.connect(config.database_url)
+        try:
+            await storage.migrate(connection)
+        finally:
+            await connection.close()
+    metrics = Metrics() if config.metrics else Metrics.disabled()
+    dispatcher = Dispatcher(config, channels, config.database_url, metrics)
+    async with publishing(config, metrics):
+        await dispatcher.run()
+
+
+def run(config: Config) -> None:
+    """Run `dispatch` on uvloop until SIGTERM or SIGINT."""
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await dispatch(config)
+
+    uvloop.run(main())
+
+
+@contextlib.contextmanager
+def beside_server(config: Config) -> Iterator[None]:
+    """`serve`'s dispatcher: one process of its own next to the HTTP workers, restarted if it
+    dies, stopped at exit. It runs at a lower CPU priority than they do: on a busy machine
+    acknowledging comes first, and handing on catches up after (nothing waits in memory)."""
+    stopping = threading.Event()
+    current: list[subprocess.Popen[bytes]] = []
+
+    def supervise() -> None:
+        while not stopping.is_set():
+            child = subprocess.Popen([sys.executable, "-m", "app.dispatcher"])
+            current[:] = [child]
+            status = child.wait()
+            if not stopping.is_set():
+                logger.error(
+                    "dispatcher process ended with %d; starting another",
+                    status,
+                    extra={"action": "dispatch_restarted", "status": status},
+                )
+                stopping.wait(RECONNECT_DELAY)
+
+    supervisor = threading.Thread(target=supervise, name="dispatcher", daemon=True)
+    supervisor.start()
+    try:
+        yield
+    finally:
+        stopping.set()
+        for child in current:
+            child.terminate()
+            try:
+                child.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        supervisor.join(STOP_TIMEOUT)
+
+
+if __name__ == "__main__":  # serve's dispatcher process: settings exported by serve
+    os.nice(NICENESS)
+    settings = Config.from_environ()
+    logging.config.dictConfig(logs.dict_config(settings.log_level, settings.log_format))
+    run(settings)
