@@ -45,7 +45,7 @@ from asyncpg import Connection
 from app import logs, storage
 from app.channels import ChannelSettings, load_channels
 from app.config import Config
-from app.errors import StorageUnavailable
+from app.errors import WabahookError
 from app.forwarding import Delivery, Forwarder, Outcome, routing
 from app.metrics import Metrics
 from app.sql import queries
@@ -94,12 +94,13 @@ class Dispatcher:
         """Lead when possible, stand by otherwise; until cancelled."""
         while True:
             try:
-                async with self._connection() as connection:
-                    while not await connection.fetchval(queries["try_lead_dispatch"]):
-                        await self._take_over_if_stalled(connection)
-                        await asyncio.sleep(STANDBY_INTERVAL)
-                    await self._lead(connection)
-            except (StorageUnavailable, asyncpg.PostgresError, OSError) as exc:
+                with wrap_exceptions():
+                    async with self._connection() as connection:
+                        while not await connection.fetchval(queries["try_lead_dispatch"]):
+                            await self._take_over_if_stalled(connection)
+                            await asyncio.sleep(STANDBY_INTERVAL)
+                        await self._lead(connection)
+            except WabahookError as exc:  # the connection, or PostgreSQL refusing a statement
                 if self.leading:
                     logger.warning(
                         "dispatcher lost its lead: %s", exc, extra={"action": "dispatch_lost_lead"}
@@ -110,25 +111,21 @@ class Dispatcher:
                         exc,
                         extra={"action": "dispatch_unavailable"},
                     )
+                self.leading = False
                 await self._abandon_in_flight()
                 await asyncio.sleep(RECONNECT_DELAY)
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Connection]:
-        with wrap_exceptions():
-            connection = await asyncpg.connect(
-                self._dsn,
-                timeout=5.0,
-                # Progress is safe to lose: an attempt whose record is lost is made again.
-                server_settings={
-                    "application_name": "wabahook-dispatch",
-                    "synchronous_commit": "off",
-                },
-            )
+        connection = await asyncpg.connect(
+            self._dsn,
+            timeout=5.0,
+            # Progress is safe to lose: an attempt whose record is lost is made again.
+            server_settings={"application_name": "wabahook-dispatch", "synchronous_commit": "off"},
+        )
         try:
             yield connection
         finally:
-            self.leading = False
             connection.terminate()
 
     async def _take_over_if_stalled(self, connection: Connection) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,15 +19,22 @@ from tests.support.processes import start_group, stop_group
 REPO = Path(__file__).resolve().parents[2]
 
 
-def start_dispatcher(config: Config, log: Path | None = None) -> subprocess.Popen[Any]:
-    env = scrubbed_environment({EXPORT_VARIABLE: msgspec.json.encode(config).decode()})
-    env["PYTHONPATH"] = str(REPO)
-    return start_group([sys.executable, "-m", "app.dispatcher"], env=env, log=log, cwd=REPO)
+def start_dispatcher(
+    config: Config, log: Path | None = None, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[Any]:
+    """`env`: more variables for the process (a handler's own settings)."""
+    environment = scrubbed_environment({EXPORT_VARIABLE: msgspec.json.encode(config).decode()})
+    environment.update(env or {})
+    environment["PYTHONPATH"] = str(REPO)
+    argv = [sys.executable, "-m", "app.dispatcher"]
+    return start_group(argv, env=environment, log=log, cwd=REPO)
 
 
 @contextmanager
-def running_dispatcher(config: Config, log: Path | None = None) -> Iterator[subprocess.Popen[Any]]:
-    process = start_dispatcher(config, log)
+def running_dispatcher(
+    config: Config, log: Path | None = None, env: Mapping[str, str] | None = None
+) -> Iterator[subprocess.Popen[Any]]:
+    process = start_dispatcher(config, log, env)
     try:
         yield process
     finally:

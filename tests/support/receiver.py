@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ class Received:
     headers: dict[str, str]  # names lower-cased
     body: bytes
     status: int  # what the receiver answered (0: it never answered)
+    at: float  # time.monotonic() at arrival
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -57,13 +59,14 @@ class Receiver:
     async def _handle(self, request: web.Request) -> web.Response:
         headers = {name.lower(): value for name, value in request.headers.items()}
         body = await request.read()
+        at = time.monotonic()
         answer = self.answer(headers, body)
         if not isinstance(answer, Answer):
             answer = await answer
         if answer.hang:
-            self.received.append(Received(headers, body, 0))
+            self.received.append(Received(headers, body, 0, at))
             await self._never.wait()
-        self.received.append(Received(headers, body, answer.status))
+        self.received.append(Received(headers, body, answer.status, at))
         return web.Response(status=answer.status, headers=answer.headers)
 
 
