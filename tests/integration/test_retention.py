@@ -100,3 +100,45 @@ async def test_partitions_are_made_ahead_once(pool: asyncpg.Pool, db: asyncpg.Co
     assert await retention.maintain(pool, retention_days=30, today=later) == retention.Maintained(
         0, 0, 0
     )
+
+
+async def test_events_never_handed_on_are_counted_when_their_day_expires(
+    pool: asyncpg.Pool, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    await db.execute("SELECT wabahook_create_partitions_v2($1, $2)", TODAY - timedelta(40), TODAY)
+    for message_id in ("wamid.delivered", "wamid.retrying", "wamid.unread"):
+        await _deliver(pool, message_id, TODAY - timedelta(days=31))
+    await _deliver(pool, "wamid.kept", TODAY)
+    first = await retention.maintain(pool, retention_days=30, today=TODAY)
+    # Without a dispatcher, nothing was promised to anyone: no undelivered count.
+    assert first.dropped and first.undelivered == 0
+    for message_id in ("wamid.delivered", "wamid.retrying", "wamid.unread"):
+        await _deliver(pool, message_id + ".2", TODAY - timedelta(days=32))
+    # A dispatcher read the first two (one delivered, one retrying) and not the third.
+    events = await db.fetch(
+        "SELECT id, received_on, channel, xid FROM wabahook_events"
+        " WHERE message_id LIKE '%.2' ORDER BY xid, id"
+    )
+    await db.execute(
+        "INSERT INTO wabahook_dispatch_cursor (xid, event_id, leader, heartbeat_at)"
+        " VALUES ($1, $2, 'test', now())",
+        events[1]["xid"],
+        events[1]["id"],
+    )
+    for event, state in zip(events[:2], ("delivered", "retrying"), strict=False):
+        await db.execute(
+            "INSERT INTO wabahook_deliveries (received_on, event_id, channel, state)"
+            " VALUES ($1, $2, $3, $4)",
+            event["received_on"],
+            event["id"],
+            event["channel"],
+            state,
+        )
+
+    with caplog.at_level("ERROR", logger="app.retention"):
+        maintained = await retention.maintain(pool, retention_days=30, today=TODAY)
+
+    assert maintained.undelivered == 2  # the retrying one and the unread one
+    (record,) = [r for r in caplog.records if getattr(r, "action", "") == "retention_undelivered"]
+    assert record.events == 2  # type: ignore[attr-defined]
+    assert await db.fetchval("SELECT count(*) FROM wabahook_deliveries") == 0
