@@ -20,6 +20,7 @@ import httpx
 import msgspec
 import pytest
 import standardwebhooks
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import Config
 from tests.corpus import CLOUD_STATUS, DE, ES, MX, cloud_text
@@ -54,6 +55,7 @@ def settings(database_url: str, tmp_path: Path, receiver: Receiver, **overrides:
         "forward_secret": SECRET,
         "forward_retries": FAST_RETRIES,
         "forward_timeout_s": 2.0,
+        "metrics_interval_s": 0.1,
     }
     values.update(overrides)
     return Config(**values)
@@ -105,6 +107,18 @@ def first_arrivals(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def cli_env(database_url: str) -> dict[str, str]:
     return scrubbed_environment({"DATABASE_URL": database_url})
+
+
+async def dispatch_metrics(url: str) -> dict[str, float]:
+    """The unlabelled wabahook_dispatch_* samples the server's /metrics shows, by name."""
+    async with httpx.AsyncClient(base_url=url) as client:
+        text = (await client.get("/metrics")).text
+    return {
+        sample.name.removeprefix("wabahook_dispatch_"): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("wabahook_dispatch_") and not sample.labels
+    }
 
 
 async def states(db: asyncpg.Connection) -> dict[str, int]:
@@ -211,6 +225,11 @@ async def test_a_failing_contact_holds_up_only_itself(
 
         await wait_until(de_waits_for_its_retry, what="DE's first event to fail three times")
 
+        async def lagging() -> bool:
+            return (await dispatch_metrics(url))["lag_seconds"] > 0
+
+        await wait_until(lagging, what="the lag to show DE's waiting events")
+
     assert by_contact(events_of(accepted)) == expected_order(10, (ES, MX))
     tried = {r.json()["message_id"] for r in receiver.received if r.json()["wa_id"] == DE}
     assert tried == {f"wamid.{DE}.0"}  # DE's later events wait behind its first
@@ -251,6 +270,15 @@ async def test_dead_letter_after_the_last_attempt_then_redeliver(
         assert requeued.returncode == 0, requeued.stderr
         assert b"1 dead deliveries queued again" in requeued.stdout
         accepted = await receiver.wait_accepted(3)
+
+        expected = {"delivered_total": 3, "failed_total": len(FAST_RETRIES) + 1, "dead_total": 1}
+
+        async def counted() -> bool:
+            shown = await dispatch_metrics(url)
+            return {name: shown[name] for name in expected} == expected
+
+        await wait_until(counted, what="the dispatcher's counts on /metrics")
+        assert (await dispatch_metrics(url))["leader"] == 1
 
     assert accepted[-1].json()["message_id"] == f"wamid.{DE}.1"
     assert await states(db) == {"delivered": 3}
