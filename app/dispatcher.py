@@ -92,6 +92,12 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Lead when possible, stand by otherwise; until cancelled."""
+        try:
+            await self._run()
+        finally:  # attempts cut short here are made again by the next leader
+            await self._abandon_in_flight()
+
+    async def _run(self) -> None:
         while True:
             try:
                 with wrap_exceptions():

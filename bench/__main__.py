@@ -1,4 +1,4 @@
-"""python -m bench {budget,compare,scale,soak}: each command starts and stops all it needs.
+"""python -m bench {budget,compare,dispatch,scale,soak}: each command starts and stops all it needs.
 
 Every server listens on 127.0.0.1 only, every run is bounded in time, and every process
 started here is stopped by its process group before the command returns.
@@ -15,6 +15,7 @@ import click
 from app.cli import config_options
 from bench import budget as budget_mod
 from bench import compare as compare_mod
+from bench import dispatch as dispatch_mod
 from bench import scale as scale_mod
 
 # Server settings the load commands pass on to `wabahook serve`: the CLI's own typed options
@@ -236,6 +237,76 @@ def scale(
         connections=connections,
         pg_cpu=pg_cpu,
         database_url=database_url,
+    )
+    sys.exit(0 if ok else 1)
+
+
+@main.command()
+@click.option(
+    "--only",
+    type=click.Choice(dispatch_mod.PARTS),
+    multiple=True,
+    help="run only these parts (repeatable) [default: all]",
+)
+@click.option(
+    "--events", type=click.IntRange(1), default=20_000, show_default=True, help="throughput backlog"
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1),
+    default=64,
+    show_default=True,
+    help="WABAHOOK_FORWARD_CONCURRENCY, and the baseline client's requests in flight",
+)
+@click.option("--rate", type=float, default=1000.0, show_default=True, help="latency: events/s")
+@click.option("--latency-duration", type=click.FloatRange(1, 600), default=20.0, show_default=True)
+@_measured_run_duration(default=10.0)
+@click.option("--rounds", type=click.IntRange(1, 10), default=2, show_default=True)
+@click.option("--connections", type=int, default=64, show_default=True, help="ingestion: wrk's")
+@click.option(
+    "--streams",
+    default=",".join(dispatch_mod.STREAMS),
+    show_default=True,
+    help="ingestion: many-contacts (a fresh wa_id per body) and/or one-contact (compare's "
+    "default stream, one wa_id)",
+)
+@click.option(
+    "--backlog",
+    type=click.IntRange(1),
+    default=dispatch_mod.SMALL_BACKLOG,
+    show_default=True,
+    help="memory: a backlog measured beside the 10,000 one (e.g. 1000000)",
+)
+@click.option(
+    "--receiver-down",
+    type=click.FloatRange(0, 600),
+    default=5.0,
+    show_default=True,
+    help="memory: seconds the receiver refuses connections at the start",
+)
+@_placement_option
+@_database_option
+def dispatch(
+    only: tuple[str, ...],
+    duration: float,
+    latency_duration: float,
+    streams: str,
+    **options: Any,
+) -> None:
+    """The dispatcher: events/s handed on, latency at a fixed rate, what it costs ingestion,
+    and its memory with a large backlog."""
+    names = [s.strip() for s in streams.split(",") if s.strip()]
+    unknown = set(names) - set(dispatch_mod.STREAMS)
+    if unknown or not names:
+        raise click.BadParameter(
+            f"unknown streams: {', '.join(sorted(unknown))}", param_hint="--streams"
+        )
+    ok = dispatch_mod.run(
+        parts=only or dispatch_mod.PARTS,
+        ingest_seconds=duration,
+        latency_seconds=latency_duration,
+        streams=names,
+        **options,
     )
     sys.exit(0 if ok else 1)
 
