@@ -333,8 +333,8 @@ def show_config(output: str, **options: Any) -> None:
 def _setting_text(value: Any) -> str:
     if value is None:
         return "(unset)"
-    if isinstance(value, list):
-        return ",".join(str(item) for item in value)
+    if isinstance(value, list | tuple):
+        return ",".join(f"{item:g}" if isinstance(item, float) else str(item) for item in value)
     return str(value)
 
 

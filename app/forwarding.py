@@ -166,7 +166,7 @@ class Forwarder:
             return await self._post(url, delivery)
         except TimeoutError:
             return Outcome(False, f"no answer within {self._config.forward_timeout_s:g} s")
-        except (aiohttp.ClientError, OSError) as exc:
+        except Exception as exc:  # refused, reset, a bad URL: whatever it is, a failed attempt
             return Outcome(False, _describe(exc))
 
     async def _call_handler(self, handler: Handler, event: Event) -> Outcome:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from click.testing import CliRunner
 
@@ -374,6 +375,8 @@ SECRETS = {
     "app_secret": "app-secret-7781,app-secret-7782",
     "verify_token": "verify-token-3319",
     "d360_api_key": "d360-key-6621",
+    "forward_secret": "whsec_Zm9yd2FyZC1zZWNyZXQtMjIzNC1mb3J3YXJkLXNlY3JldA==",
+    "forward_app_secret": "forward-app-secret-8812",
 }
 SECRET_STRINGS = (
     "db-pass-4411",
@@ -384,6 +387,8 @@ SECRET_STRINGS = (
     "app-secret-7782",
     "verify-token-3319",
     "d360-key-6621",
+    "Zm9yd2FyZC1zZWNyZXQtMjIzNC1mb3J3YXJkLXNlY3JldA",
+    "forward-app-secret-8812",
 )
 
 
@@ -433,7 +438,7 @@ def test_config_json_is_the_redacted_config() -> None:
             "metrics_listen": "main",  # what the test environment sets for every command
         }
     ).redacted()
-    assert settings == expected
+    assert settings == json.loads(msgspec.json.encode(expected))  # tuples become lists
 
 
 # --- migrate ------------------------------------------------------------------------------
