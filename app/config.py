@@ -194,10 +194,11 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         ),
     ] = None
     forward_mode: Annotated[
-        Literal["events", "bodies"],
+        Literal["events", "bodies", "items"],
         _doc(
             "events: one POST per event in a JSON envelope; bodies: each stored body byte "
-            "for byte, as 360dialog sent it"
+            "for byte, as 360dialog sent it; items: one body per event, of the format it "
+            "arrived in, holding just that item"
         ),
     ] = "events"
     forward_secret: Annotated[

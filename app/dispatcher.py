@@ -2,19 +2,19 @@
 
 The events table is the outbox. The leading dispatcher reads it past a cursor, in (xid, id)
 order and only below the horizon every earlier transaction has ended at, and makes a delivery
-row for each event of a channel with a target (`move_events`). Each contact (channel + wa_id)
-has at most one delivery with `next_attempt_at` set, its head: the dispatcher claims due heads,
-makes one attempt each (`Forwarder`), and records the outcome, which makes the contact's next
-delivery its head once this one is delivered or dead (`finish_deliveries`). So a contact's
-events go out one at a time and in order, while a failing contact only holds up itself.
+row for each event of a channel with a target (`move_events`). Each contact (the channel and
+`normalise.contact_of`) has at most one delivery with `next_attempt_at` set, its head: the
+dispatcher claims due heads, makes one attempt each (`Forwarder`), and records the outcome,
+which makes the contact's next delivery its head once this one is delivered or dead
+(`finish_deliveries`). So a contact's events go out one at a time and in order, while a failing
+contact only holds up itself.
 
-Many dispatchers may run (every `serve` worker process that has a target, `wabahook dispatch`
-on other hosts); one leads, by a session advisory lock on the one connection it does all its
-work on, and the others stand by. A leader that dies loses the lock with its connection. One
-that stalls (stopped, wedged) stops writing its heartbeat; a standing-by dispatcher then ends
-its session, so whatever it does after waking fails. Either way the next leader starts from
-what is committed: attempts in flight at the change are made again (at least once), nothing
-is skipped.
+Many dispatchers may run (`serve`'s, `wabahook dispatch` on other hosts); one leads, by a
+session advisory lock on the one connection it does all its work on, and the others stand by. A
+leader that dies loses the lock with its connection. One that stalls (stopped, wedged) stops
+writing its heartbeat; a standing-by dispatcher then ends its session, so whatever it does
+after waking fails. Either way the next leader starts from what is committed: attempts in
+flight at the change are made again (at least once), nothing is skipped.
 
 Memory is bounded by `forward_concurrency` deliveries in flight and one batch of event ids
 being moved, whatever the backlog.
@@ -179,7 +179,7 @@ class Dispatcher:
                 queries["move_events"],
                 *self._position,
                 MOVE_BATCH,
-                forwarder.bodies,
+                forwarder.one_per_body,
                 self._routing.default,
                 list(self._routing.on),
                 list(self._routing.off),
@@ -190,7 +190,7 @@ class Dispatcher:
         free = self._config.forward_concurrency - len(self._in_flight)
         if free > 0:
             rows = await connection.fetch(
-                queries["claim_deliveries"], list(self._in_flight), free, forwarder.bodies
+                queries["claim_deliveries"], list(self._in_flight), free, forwarder.needs_body
             )
             for row in rows:
                 self._start(forwarder, Delivery.from_row(row))

@@ -5,7 +5,8 @@
 
 - events mode: one POST per event, the JSON envelope `Event` with the event's payload spliced in
   as stored (never re-encoded);
-- bodies mode: the stored body of the event's request, byte for byte.
+- bodies mode: the stored body of the event's request, byte for byte;
+- items mode: a body of the event's format holding just its item (`app/items.py`).
 
 Every request carries the Standard Webhooks headers when `forward_secret` is set (`webhook-id`
 names the delivery, so it is the same on every attempt), and `X-Hub-Signature-256` when
@@ -29,7 +30,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from app import signing
+from app import items, signing
 from app.channels import ChannelSettings
 from app.config import Config
 
@@ -65,7 +66,8 @@ class Delivery:
     received_on: date
     attempts: int  # made before this one
     event: Event  # its payload is the stored JSON text, as msgspec.Raw
-    body: bytes | None  # the request's stored body, in bodies mode
+    seq: int  # the event's position in its body
+    body: bytes | None  # the request's stored body, in bodies and items mode
 
     @classmethod
     def from_row(cls, row: Any) -> Delivery:
@@ -85,7 +87,7 @@ class Delivery:
             request_id=row["request_id"],
             payload=msgspec.Raw(row["payload"].encode()),
         )
-        return cls(row["id"], row["received_on"], row["attempts"], event, row["body"])
+        return cls(row["id"], row["received_on"], row["attempts"], event, row["seq"], row["body"])
 
     @property
     def webhook_id(self) -> str:
@@ -142,7 +144,9 @@ class Forwarder:
         self._handler = load_handler(config.handler) if config.handler else None
         self._key = signing.secret_key(config.forward_secret) if config.forward_secret else None
         self._session: aiohttp.ClientSession | None = None
-        self.bodies = config.forward_mode == "bodies"
+        self.mode = config.forward_mode
+        self.one_per_body = self.mode == "bodies"  # a delivery per request, not per event
+        self.needs_body = self.mode != "events"  # claims fetch the stored body
 
     async def __aenter__(self) -> Forwarder:
         self._session = aiohttp.ClientSession(
@@ -182,9 +186,7 @@ class Forwarder:
 
     async def _post(self, url: str, delivery: Delivery) -> Outcome:
         assert self._session is not None, "open the Forwarder with async with"
-        body = delivery.body if self.bodies and delivery.body is not None else None
-        if body is None:
-            body = msgspec.json.encode(delivery.event)
+        body = self._body(delivery)
         headers = {"Content-Type": "application/json"}
         if self._key is not None:
             now = int(time.time())
@@ -207,6 +209,15 @@ class Forwarder:
             text = answer[:100].decode("utf-8", "replace").strip()
             error = f"HTTP {response.status}" + (f": {text}" if text else "")
             return Outcome(False, error[:MAX_ERROR_CHARS], retry_after)
+
+
+    def _body(self, delivery: Delivery) -> bytes:
+        if self.mode == "events" or delivery.body is None:
+            return msgspec.json.encode(delivery.event)
+        if self.mode == "bodies":
+            return delivery.body
+        event = delivery.event
+        return items.item_body(delivery.body, delivery.seq, event.wa_id, event.user_id)
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:

@@ -89,7 +89,7 @@ def normalise(body: bytes, max_events: int = sys.maxsize) -> Normalised:
         if p.ONPREM_KEYS.isdisjoint(members):
             return _UNKNOWN
         events: list[Event] = []
-        _walk_value(members, _CHAT_ARRAYS, events, max_events, None, None)
+        _walk_value(members, CHAT_ARRAYS, events, max_events, None, None)
         return Normalised(STORED, events, ONPREM)
     # RecursionError: nesting deeper than the decoder follows, which no WhatsApp body has.
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, _BrokenContainer):
@@ -101,7 +101,7 @@ def normalise(body: bytes, max_events: int = sys.maxsize) -> Normalised:
 # Each array of a walked value gives one event per element: its kind, and how the element's
 # leaves are read, as (type, id, wa_id, user_id, group_id, timestamp). docs/protocol.md §6.
 _Leaves = tuple[Any, Any, Any, Any, Any, Any]
-_Arrays = dict[str, tuple[str, Callable[[msgspec.Raw], _Leaves]]]
+Arrays = dict[str, tuple[str, Callable[[msgspec.Raw], _Leaves]]]
 
 
 def _message(item: msgspec.Raw) -> _Leaves:
@@ -135,8 +135,8 @@ def _call(item: msgspec.Raw) -> _Leaves:
     return c.event, c.id, c.from_, c.from_user_id, None, c.timestamp
 
 
-# An On-Premise body, and the value of a Cloud `messages` change.
-_CHAT_ARRAYS: Final[_Arrays] = {
+# An On-Premise body, and the value of a Cloud `messages` change (app/items.py walks the same).
+CHAT_ARRAYS: Final[Arrays] = {
     "messages": ("message", _message),
     "statuses": ("status", _status),
     "errors": ("error", _error),
@@ -144,7 +144,7 @@ _CHAT_ARRAYS: Final[_Arrays] = {
 # Other Cloud fields whose value holds elements with ids of their own (calls, and the messages
 # the business sent from the WhatsApp Business app). Their value is walked when it holds any of
 # these arrays; otherwise the change is one `other` event like any other field's.
-_ELEMENT_FIELDS: Final[dict[str, _Arrays]] = {
+_ELEMENT_FIELDS: Final[dict[str, Arrays]] = {
     "calls": {"calls": ("call", _call), "statuses": ("call", _status), "errors": ("error", _error)},
     "smb_message_echoes": {"message_echoes": ("echo", _echo), "errors": ("error", _error)},
 }
@@ -154,15 +154,15 @@ def _walk_cloud(members: dict[str, msgspec.Raw], max_events: int) -> list[Event]
     events: list[Event] = []
     entries = p.entries_decoder.decode(members["entry"]) if "entry" in members else []
     for entry in entries:
-        waba_id = _text(entry.id)
+        waba_id = leaf_text(entry.id)
         for change in entry.changes:
             if not len(change.value):
                 raise _BrokenContainer
             value = p.object_decoder.decode(change.value)
             phone_number_id = _phone_number_id(value)
             if change.field == "messages":
-                _walk_value(value, _CHAT_ARRAYS, events, max_events, phone_number_id, waba_id)
-            elif (arrays := _element_arrays(change.field, value)) is not None:
+                _walk_value(value, CHAT_ARRAYS, events, max_events, phone_number_id, waba_id)
+            elif (arrays := element_arrays(change.field, value)) is not None:
                 _walk_value(value, arrays, events, max_events, phone_number_id, waba_id)
             else:
                 _make_room(events, 1, max_events)
@@ -170,7 +170,7 @@ def _walk_cloud(members: dict[str, msgspec.Raw], max_events: int) -> list[Event]
     return events
 
 
-def _element_arrays(field: Any, value: dict[str, msgspec.Raw]) -> _Arrays | None:
+def element_arrays(field: Any, value: dict[str, msgspec.Raw]) -> Arrays | None:
     """The arrays to walk in a change of `field` (a leaf of any type), or None when the
     change is one `other` event: another field, or a value holding none of its arrays."""
     arrays = _ELEMENT_FIELDS.get(field) if isinstance(field, str) else None
@@ -181,7 +181,7 @@ def _element_arrays(field: Any, value: dict[str, msgspec.Raw]) -> _Arrays | None
 
 def _walk_value(
     members: dict[str, msgspec.Raw],
-    arrays: _Arrays,
+    arrays: Arrays,
     events: list[Event],
     max_events: int,
     phone_number_id: str | None,
@@ -201,11 +201,11 @@ def _walk_value(
                     Event(
                         len(events),
                         kind,
-                        _text(type_),
-                        _text(id_),
-                        _text(wa_id),
-                        None if user_id is None else _text(user_id),  # mostly absent: no call
-                        None if group_id is None else _text(group_id),
+                        leaf_text(type_),
+                        leaf_text(id_),
+                        leaf_text(wa_id),
+                        None if user_id is None else leaf_text(user_id),  # mostly absent: no call
+                        None if group_id is None else leaf_text(group_id),
                         phone_number_id,
                         waba_id,
                         _timestamp(ts),
@@ -227,7 +227,7 @@ def _other(
     return Event(
         seq=seq,
         kind="other",
-        type=_text(change.field),
+        type=leaf_text(change.field),
         message_id=None,
         wa_id=None,
         user_id=None,
@@ -244,14 +244,14 @@ def _phone_number_id(value: dict[str, msgspec.Raw]) -> str | None:
     if raw is None:
         return None
     metadata = p.any_decoder.decode(raw)  # not a container of the skeleton: any type is tolerated
-    return _text(metadata.get("phone_number_id")) if isinstance(metadata, dict) else None
+    return leaf_text(metadata.get("phone_number_id")) if isinstance(metadata, dict) else None
 
 
 def _json(raw: msgspec.Raw) -> str:
     return bytes(raw).decode("utf-8")
 
 
-def _text(value: Any) -> str | None:
+def leaf_text(value: Any) -> str | None:
     """A leaf as text for a text column: ids arrive as strings or numbers."""
     if value is None:
         return None

@@ -203,8 +203,8 @@ RETURNING c.xid, c.event_id, c.request_id
 -- delivery is its contact's head (due now) unless the contact has one already. Every step runs
 -- this, so it also beats the leader's heartbeat.
 WITH batch AS (
-    SELECT e.id, e.received_on, e.channel, coalesce(e.wa_id, e.user_id) AS contact, e.xid,
-           e.request_id
+    SELECT e.id, e.received_on, e.channel, e.xid, e.request_id,
+           coalesce(e.group_id, e.wa_id, e.user_id) AS contact  -- normalise.contact_of
     FROM wabahook_events e
     WHERE (e.xid, e.id) > ($1::xid8, $2::bigint)
       AND e.xid < pg_snapshot_xmin(pg_current_snapshot())
@@ -255,7 +255,7 @@ FROM advanced a
 -- $3, the bodies of the events' requests.
 SELECT d.id, d.received_on, d.attempts, e.id AS event_id, e.channel, e.kind, e.type,
        e.message_id, e.wa_id, e.user_id, e.group_id, e.phone_number_id, e.waba_id,
-       e.received_at, e.event_ts, e.request_id, e.payload::text AS payload,
+       e.received_at, e.event_ts, e.request_id, e.seq, e.payload::text AS payload,
        CASE WHEN $3::boolean THEN (
            SELECT r.body FROM wabahook_requests r
            WHERE r.id = e.request_id AND r.received_at = e.received_at
@@ -354,7 +354,7 @@ RETURNING d.channel, d.contact
 INSERT INTO wabahook_deliveries (received_on, event_id, channel, contact, next_attempt_at)
 SELECT m.received_on, m.id, m.channel, m.contact, CASE WHEN m.contact IS NULL THEN now() END
 FROM (
-    SELECT e.received_on, e.id, e.channel, coalesce(e.wa_id, e.user_id) AS contact,
+    SELECT e.received_on, e.id, e.channel, coalesce(e.group_id, e.wa_id, e.user_id) AS contact,
            e.received_at, e.request_id, e.seq,
            row_number() OVER (PARTITION BY e.request_id ORDER BY e.seq) AS in_request
     FROM wabahook_events e

@@ -179,6 +179,7 @@ def test_the_envelope_splices_the_stored_payload_unchanged() -> None:
         "received_at": NOW,
         "event_ts": None,
         "request_id": uuid.UUID(int=1),
+        "seq": 0,
         "payload": stored,
         "body": None,
     }
@@ -210,4 +211,4 @@ def _attempt(attempts: int, outcome: Outcome) -> Attempt:
         request_id=uuid.UUID(int=1),
         payload=msgspec.Raw(b"{}"),
     )
-    return Attempt(Delivery(1, NOW.date(), attempts, event, None), outcome)
+    return Attempt(Delivery(1, NOW.date(), attempts, event, 0, None), outcome)

@@ -28,8 +28,9 @@ CREATE TABLE wabahook_deliveries (
     received_on date NOT NULL,            -- the event's partition key, and this table's
     event_id bigint NOT NULL,
     channel text NOT NULL,
-    contact text,                         -- wa_id, else user id: deliveries of one contact go
-                                          -- out one at a time, in id order; NULL: in no order
+    contact text,                         -- the group, else wa_id, else user id (contact_of in
+                                          -- app/normalise.py): one contact's deliveries go out
+                                          -- one at a time, in id order; NULL: in no order
     state text NOT NULL DEFAULT 'pending'
         CHECK (state IN ('pending', 'retrying', 'delivered', 'dead')),
     attempts integer NOT NULL DEFAULT 0,
