@@ -55,7 +55,8 @@ def _value(phone_number_id: str, **arrays: object) -> dict[str, object]:
 
 
 def _contact(wa_id: str, name: str) -> dict[str, object]:
-    return {"profile": {"name": name}, "wa_id": wa_id}
+    """As Cloud sends them since 2026: with the business-scoped user id."""
+    return {"profile": {"name": name}, "wa_id": wa_id, "user_id": f"XX.{wa_id}"}
 
 
 BATCH = {
@@ -73,7 +74,11 @@ BATCH = {
                     "field": "messages",
                 },
                 {
-                    "value": _value("pn-1", statuses=[_status(MX, 1), _status(DE, 1)]),
+                    "value": _value(
+                        "pn-1",
+                        contacts=[_contact(MX, "Mateo"), _contact(DE, "Clara")],
+                        statuses=[_status(MX, 1), _status(DE, 1)],
+                    ),
                     "field": "messages",
                 },
             ],
@@ -85,7 +90,7 @@ BATCH = {
                     "value": _value(
                         "pn-2",
                         statuses=[_status(ES, 2)],
-                        contacts=[_contact(MX, "Mateo")],
+                        contacts=[_contact(ES, "Lucía"), _contact(MX, "Mateo")],
                         messages=[_message(MX, 1)],
                     ),
                     "field": "messages",
@@ -96,7 +101,7 @@ BATCH = {
             "id": "waba-3",
             "time": 1780000400,
             "changes": [
-                {"value": {"event": "VERIFIED_ACCOUNT"}, "field": "account_update"},
+                {"value": {"event": "PARTNER_ADDED"}, "field": "account_update"},
                 {
                     "value": _value(
                         "pn-3", messages=[_message(ES, 3)], contacts=[_contact(ES, "Lucía")]
@@ -148,8 +153,10 @@ def test_a_batched_body_becomes_one_minimal_body_per_item_in_order() -> None:
             }
         ],
     }
-    # A status names no contact of the value: none is kept.
-    assert items[5]["entry"][0]["changes"][0]["value"] == _value("pn-2", statuses=[_status(ES, 2)])
+    # A status keeps its recipient's contact, and only that one.
+    assert items[5]["entry"][0]["changes"][0]["value"] == _value(
+        "pn-2", statuses=[_status(ES, 2)], contacts=[_contact(ES, "Lucía")]
+    )
     # Another field's change is the item itself, with its entry's time.
     assert items[7] == {
         "object": "whatsapp_business_account",
@@ -157,7 +164,7 @@ def test_a_batched_body_becomes_one_minimal_body_per_item_in_order() -> None:
             {
                 "id": "waba-3",
                 "time": 1780000400,
-                "changes": [{"value": {"event": "VERIFIED_ACCOUNT"}, "field": "account_update"}],
+                "changes": [{"value": {"event": "PARTNER_ADDED"}, "field": "account_update"}],
             }
         ],
     }
@@ -179,7 +186,7 @@ def test_on_premise_keeps_the_array_of_the_item_and_its_contact() -> None:
     assert items == [
         {"contacts": [_contact(DE, "Clara")], "messages": [_message(DE, 1)]},
         {"contacts": [_contact(ES, "Lucía")], "messages": [_message(ES, 1)]},
-        {"statuses": [_status(MX, 1)]},
+        {"statuses": [_status(MX, 1)]},  # no contact of its recipient in the body: none
     ]
 
 
