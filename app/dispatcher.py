@@ -294,19 +294,34 @@ async def dispatch(config: Config) -> None:
         await dispatcher.run()
 
 
-def run(config: Config) -> None:
-    """Run `dispatch` on uvloop until SIGTERM or SIGINT."""
+def run(config: Config, parent: int | None = None) -> None:
+    """Run `dispatch` on uvloop until SIGTERM or SIGINT; with `parent`, until SIGTERM or until
+    that process is gone (serve's dispatcher: a Ctrl-C reaches the whole process group, and
+    serve stops it once its workers have stopped; if serve dies, so does it)."""
 
     async def main() -> None:
         task = asyncio.current_task()
         assert task is not None
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, task.cancel)
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        watching: list[asyncio.Task[None]] = []
+        if parent is None:
+            loop.add_signal_handler(signal.SIGINT, task.cancel)
+        else:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            watching.append(loop.create_task(_cancel_when_orphaned(task, parent)))
         with contextlib.suppress(asyncio.CancelledError):
             await dispatch(config)
+        for watch in watching:
+            watch.cancel()
 
     uvloop.run(main())
+
+
+async def _cancel_when_orphaned(task: asyncio.Task[None], parent: int) -> None:
+    while os.getppid() == parent:
+        await asyncio.sleep(STANDBY_INTERVAL)
+    task.cancel()
 
 
 @contextlib.contextmanager
@@ -315,12 +330,17 @@ def beside_server(config: Config) -> Iterator[None]:
     dies, stopped at exit. It runs at a lower CPU priority than they do: on a busy machine
     acknowledging comes first, and handing on catches up after (nothing waits in memory)."""
     stopping = threading.Event()
+    starting = threading.Lock()  # no child is started once stopping is set
     current: list[subprocess.Popen[bytes]] = []
 
     def supervise() -> None:
-        while not stopping.is_set():
-            child = subprocess.Popen([sys.executable, "-m", "app.dispatcher"])
-            current[:] = [child]
+        while True:
+            with starting:
+                if stopping.is_set():
+                    return
+                argv = [sys.executable, "-m", "app.dispatcher", str(os.getpid())]
+                child = subprocess.Popen(argv)
+                current[:] = [child]
             status = child.wait()
             if not stopping.is_set():
                 logger.error(
@@ -335,7 +355,8 @@ def beside_server(config: Config) -> Iterator[None]:
     try:
         yield
     finally:
-        stopping.set()
+        with starting:
+            stopping.set()
         for child in current:
             child.terminate()
             try:
@@ -350,4 +371,5 @@ if __name__ == "__main__":  # serve's dispatcher process: settings exported by s
     os.nice(NICENESS)
     settings = Config.from_environ()
     logging.config.dictConfig(logs.dict_config(settings.log_level, settings.log_format))
-    run(settings)
+    # serve names itself: had it died before this line, getppid() would name another process.
+    run(settings, parent=int(sys.argv[1]) if len(sys.argv) > 1 else os.getppid())

@@ -210,7 +210,6 @@ class Forwarder:
             error = f"HTTP {response.status}" + (f": {text}" if text else "")
             return Outcome(False, error[:MAX_ERROR_CHARS], retry_after)
 
-
     def _body(self, delivery: Delivery) -> bytes:
         if self.mode == "events" or delivery.body is None:
             return msgspec.json.encode(delivery.event)

@@ -11,6 +11,7 @@ import json
 import os
 import random
 import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,12 @@ import pytest
 import standardwebhooks
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.config import Config
+from app.config import EXPORT_VARIABLE, Config
 from tests.corpus import CLOUD_STATUS, DE, ES, MX, cloud_text
-from tests.support.cli import run_wabahook, serve_argv
-from tests.support.dispatchers import running_dispatcher, start_dispatcher
+from tests.support.cli import run_wabahook, serve_argv, wabahook_command
+from tests.support.dispatchers import REPO, running_dispatcher, start_dispatcher
 from tests.support.environment import scrubbed_environment, settings_environment
-from tests.support.processes import kill_group, stop_group
+from tests.support.processes import is_running, kill_group, start_group, stop_group
 from tests.support.receiver import Answer, Receiver, receiving
 from tests.support.servers import running_server, start_server, wait_ready
 from tests.support.waiting import wait_until
@@ -391,7 +392,20 @@ async def test_two_dispatchers_deliver_once_and_the_survivor_takes_over(
     database_url: str, tmp_path: Path, receiver: Receiver, db: asyncpg.Connection
 ) -> None:
     config = settings(database_url, tmp_path, receiver)
-    one, two = start_dispatcher(config), start_dispatcher(config)
+    # One as `serve` starts it, one as an operator runs `wabahook dispatch` on another host.
+    command_env = scrubbed_environment(
+        settings_environment(
+            {
+                "database_url": database_url,
+                "data_dir": str(tmp_path),
+                "forward_url": receiver.url,
+                "forward_secret": SECRET,
+                "metrics_listen": "off",
+            }
+        )
+    )
+    one = start_dispatcher(config)
+    two = start_group([*wabahook_command(), "dispatch"], env=command_env)
     try:
         with running_server(config) as url:
             await post(url, conversation(10, tag="a"))
@@ -496,3 +510,48 @@ async def test_kill9_of_the_server_group_mid_delivery_loses_nothing(
     assert len(events) == 12
     assert by_contact(events) == expected_order(4)
     assert await states(db) == {"delivered": 12}
+
+
+async def test_dispatch_without_a_target_says_what_to_set(database_url: str) -> None:
+    result = run_wabahook("dispatch", env=cli_env(database_url))
+    assert result.returncode == 2
+    assert b"set WABAHOOK_FORWARD_URL, WABAHOOK_HANDLER or a channel's forward_url" in result.stderr
+
+
+async def test_serves_dispatcher_process_ends_with_its_parent(
+    database_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    """If serve dies alone (its group is not killed), its dispatcher does not live on."""
+    config = settings(database_url, tmp_path, receiver)
+    pid_file = tmp_path / "dispatcher.pid"
+    parent = start_group(
+        [
+            sys.executable,
+            "-c",
+            "import os, subprocess, sys; "
+            "child = subprocess.Popen([sys.executable, '-m', 'app.dispatcher', str(os.getpid())]); "
+            f"open({str(pid_file)!r}, 'w').write(str(child.pid)); child.wait()",
+        ],
+        env={
+            **scrubbed_environment({EXPORT_VARIABLE: msgspec.json.encode(config).decode()}),
+            "PYTHONPATH": str(REPO),
+        },
+        cwd=REPO,
+        log=tmp_path / "dispatcher.log",
+    )
+    try:
+
+        async def started() -> bool:
+            return pid_file.exists() and pid_file.read_text() != ""
+
+        await wait_until(started, what="the dispatcher process to start")
+        child = int(pid_file.read_text())
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+
+        async def child_gone() -> bool:
+            return not is_running(child)
+
+        await wait_until(child_gone, what="the orphaned dispatcher to exit")
+    finally:
+        kill_group(parent)

@@ -54,6 +54,15 @@ def stop_group(
     return process.wait()
 
 
+def is_running(pid: int) -> bool:
+    """A process that has not exited (a zombie, exited but not reaped, counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def kill_group(process: subprocess.Popen[Any]) -> int:
     """kill -9 of the leader and everything in its group at once; reap the leader."""
     _kill_group(process.pid)
