@@ -56,11 +56,13 @@ logger = logging.getLogger(__name__)
 NOTIFY_CHANNELS = ("wabahook_events", "wabahook_deliveries")  # new events; redeliver, replay
 MOVE_BATCH = 1000  # events read past the cursor in one step
 POLL_INTERVAL = 0.5  # s: the longest a leader waits without a notification (retries fall due)
+STEP_INTERVAL = 0.01  # s: the shortest time from one step to the next
 STANDBY_INTERVAL = 1.0  # s between a standing-by dispatcher's tries to lead
 LAG_INTERVAL = 2.0  # s between two measurements of the lag
 RECONNECT_DELAY = 1.0  # s after a lost database connection
 JITTER = 0.2  # each retry delay is spread by this fraction either way
 NICENESS = 10  # serve's dispatcher process yields the CPU to the HTTP workers
+STOP_GRACE = 3.0  # s a stopping dispatcher gives attempts in flight, and their recording
 STOP_TIMEOUT = 10.0  # s serve's dispatcher process gets to stop before it is killed
 
 
@@ -84,6 +86,7 @@ class Dispatcher:
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         self._finished: list[Attempt] = []
         self._position: tuple[Any, int, Any] = ("0", 0, None)  # (xid, event id, request id)
+        self._stopping = False
         self.leading = False
         self.lag_s = 0.0
         metrics.gauge("dispatch_leader", lambda: 1 if self.leading else 0)
@@ -97,14 +100,21 @@ class Dispatcher:
         finally:  # attempts cut short here are made again by the next leader
             await self._abandon_in_flight()
 
+    def stop(self) -> None:
+        """Stop after the current step; attempts in flight get `STOP_GRACE` to finish, and
+        what finished is recorded (fewer attempts are made twice after a graceful stop)."""
+        self._stopping = True
+        self._wake.set()
+
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 with wrap_exceptions():
                     async with self._connection() as connection:
                         while not await connection.fetchval(queries["try_lead_dispatch"]):
                             await self._take_over_if_stalled(connection)
-                            await asyncio.sleep(STANDBY_INTERVAL)
+                            if await self._stopped_within(STANDBY_INTERVAL):
+                                return
                         await self._lead(connection)
             except WabahookError as exc:  # the connection, or PostgreSQL refusing a statement
                 if self.leading:
@@ -153,19 +163,51 @@ class Dispatcher:
         logger.info("dispatcher leads", extra={"action": "dispatch_leading"})
         for channel in NOTIFY_CHANNELS:
             await connection.add_listener(channel, self._notified)
+        async with Forwarder(self._config, self._channels) as forwarder:
+            await self._steps(connection, forwarder)
+            await self._wind_down(connection)
+
+    async def _steps(self, connection: Connection, forwarder: Forwarder) -> None:
         loop = asyncio.get_running_loop()
         lag_due = 0.0
-        async with Forwarder(self._config, self._channels) as forwarder:
-            while True:
-                self._wake.clear()
-                caught_up = await self._step(connection, forwarder)
-                if loop.time() >= lag_due:
-                    self.lag_s = await connection.fetchval(queries["dispatch_lag"])
-                    lag_due = loop.time() + LAG_INTERVAL
-                if caught_up and not self._finished:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(POLL_INTERVAL):
-                            await self._wake.wait()
+        while not self._stopping:
+            self._wake.clear()
+            stepped = loop.time()
+            caught_up = await self._step(connection, forwarder)
+            if loop.time() >= lag_due:
+                self.lag_s = await connection.fetchval(queries["dispatch_lag"])
+                lag_due = loop.time() + LAG_INTERVAL
+            if caught_up and not self._finished:
+                await self._stopped_within(POLL_INTERVAL)
+            # Under a steady stream, steps come at most this often: each then carries
+            # more events, and PostgreSQL, which the ingestion shares, does less per event.
+            await asyncio.sleep(stepped + STEP_INTERVAL - loop.time())
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        """Wait up to `seconds` for a wake-up (new events, a finished attempt, a stop);
+        whether the dispatcher is stopping."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+        return self._stopping
+
+    async def _wind_down(self, connection: Connection) -> None:
+        """Let the attempts in flight finish for a little while, then record every finished
+        one: after a graceful stop, fewer attempts are made twice."""
+        running = [task for task in self._in_flight.values() if not task.done()]
+        if running:
+            await asyncio.wait(running, timeout=STOP_GRACE)
+        finished, self._finished = self._finished, []
+        if not finished:
+            return
+        with contextlib.suppress(WabahookError, TimeoutError):  # unrecorded: made again
+            async with asyncio.timeout(STOP_GRACE):
+                with wrap_exceptions():
+                    async with connection.transaction():
+                        await connection.execute(queries["lock_deliveries"])
+                        await connection.execute(
+                            queries["finish_deliveries"], *self._recorded(finished)
+                        )
 
     async def _step(self, connection: Connection, forwarder: Forwarder) -> bool:
         """Record the finished attempts, move new events into deliveries, start attempts for
@@ -276,8 +318,8 @@ def has_target(config: Config, channels: dict[str, ChannelSettings]) -> bool:
     return route.default or bool(route.on)
 
 
-async def dispatch(config: Config) -> None:
-    """One dispatcher with its metrics, on `config.database_url`, until cancelled."""
+async def dispatch(config: Config, stop: asyncio.Event) -> None:
+    """One dispatcher with its metrics, on `config.database_url`, until `stop` is set."""
     from app.service import publishing  # the service imports this module's neighbours
 
     channels = load_channels(config.channels_file)
@@ -291,7 +333,16 @@ async def dispatch(config: Config) -> None:
     metrics = Metrics() if config.metrics else Metrics.disabled()
     dispatcher = Dispatcher(config, channels, config.database_url, metrics)
     async with publishing(config, metrics):
-        await dispatcher.run()
+        running = asyncio.ensure_future(dispatcher.run())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not running.done():
+            dispatcher.stop()
+            with contextlib.suppress(TimeoutError):  # wait_for cancels it when time is up
+                await asyncio.wait_for(running, 2 * STOP_GRACE)
+        if not running.cancelled():
+            running.result()  # what ended it, if not the stop
 
 
 def run(config: Config, parent: int | None = None) -> None:
@@ -300,28 +351,26 @@ def run(config: Config, parent: int | None = None) -> None:
     serve stops it once its workers have stopped; if serve dies, so does it)."""
 
     async def main() -> None:
-        task = asyncio.current_task()
-        assert task is not None
+        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
         watching: list[asyncio.Task[None]] = []
         if parent is None:
-            loop.add_signal_handler(signal.SIGINT, task.cancel)
+            loop.add_signal_handler(signal.SIGINT, stop.set)
         else:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-            watching.append(loop.create_task(_cancel_when_orphaned(task, parent)))
-        with contextlib.suppress(asyncio.CancelledError):
-            await dispatch(config)
+            watching.append(loop.create_task(_stop_when_orphaned(stop, parent)))
+        await dispatch(config, stop)
         for watch in watching:
             watch.cancel()
 
     uvloop.run(main())
 
 
-async def _cancel_when_orphaned(task: asyncio.Task[None], parent: int) -> None:
+async def _stop_when_orphaned(stop: asyncio.Event, parent: int) -> None:
     while os.getppid() == parent:
         await asyncio.sleep(STANDBY_INTERVAL)
-    task.cancel()
+    stop.set()
 
 
 @contextlib.contextmanager

@@ -410,6 +410,11 @@ async def test_two_dispatchers_deliver_once_and_the_survivor_takes_over(
         with running_server(config) as url:
             await post(url, conversation(10, tag="a"))
             await receiver.wait_accepted(30)
+
+            async def recorded() -> bool:  # so the kill cuts no attempt short
+                return await states(db) == {"delivered": 30}
+
+            await wait_until(recorded, what="the 30 deliveries to be recorded")
             leader = await db.fetchval("SELECT leader FROM wabahook_dispatch_cursor")
             leading = one if leader.endswith(f":{one.pid}") else two
             assert leader.endswith(f":{leading.pid}")
