@@ -72,6 +72,18 @@ async def pywa_app() -> AsyncIterator[PywaApp]:
         sock.close()
 
 
+def _forwarding_to(app: PywaApp, mode: str, database_url: str, tmp_path: Path) -> Config:
+    return Config(
+        database_url=database_url,
+        data_dir=str(tmp_path),
+        metrics_listen="main",
+        forward_url=app.url,
+        forward_mode=mode,  # type: ignore[arg-type]
+        forward_app_secret=APP_SECRET,
+        forward_retries=(0.05,),
+    )
+
+
 def _items(body: bytes) -> list[str]:
     return [event.message_id or "" for event in normalise(body).events if event.message_id]
 
@@ -86,15 +98,7 @@ async def test_a_first_item_only_receiver_gets_every_item_of_a_batch_once(
 ) -> None:
     body = json.dumps(BATCH).encode()
     expected = _items(body)  # every message and status, in body order
-    config = Config(
-        database_url=database_url,
-        data_dir=str(tmp_path),
-        metrics_listen="main",
-        forward_url=pywa_app.url,
-        forward_mode="items",
-        forward_app_secret=APP_SECRET,
-        forward_retries=(0.05,),
-    )
+    config = _forwarding_to(pywa_app, "items", database_url, tmp_path)
     with running_server(config) as url, running_dispatcher(config):
         await _post(url, body)
 
@@ -118,14 +122,7 @@ async def test_the_same_batch_as_one_body_loses_items_at_such_a_receiver(
 ) -> None:
     """Why items mode exists: forwarded whole, the batch reaches pywa as its first item only."""
     body = json.dumps(BATCH).encode()
-    config = Config(
-        database_url=database_url,
-        data_dir=str(tmp_path),
-        metrics_listen="main",
-        forward_url=pywa_app.url,
-        forward_mode="bodies",
-        forward_app_secret=APP_SECRET,
-    )
+    config = _forwarding_to(pywa_app, "bodies", database_url, tmp_path)
     with running_server(config) as url, running_dispatcher(config):
         await _post(url, body)
 
