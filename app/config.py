@@ -22,9 +22,9 @@ EXPORT_VARIABLE = "WABAHOOK_CONFIG_JSON"
 
 MiB = 1024 * 1024
 HANDLER = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
-# Days back a redelivery is still recognised: 360dialog retries for up to 7 days. The dedup
-# insert (`insert_staged` in queries.sql) looks back this far, and retention keeps at least
-# this much; tests/unit/test_sql.py checks the query against this constant.
+# Days back a redelivery is still recognised: 360dialog retries for up to 7 days. Dedup keys
+# (`store_batch` in queries.sql) count this long, retention prunes them after it and keeps
+# events at least this long; tests/unit/test_sql.py checks the query against this constant.
 REDELIVERY_WINDOW_DAYS = 8
 # Seconds before each retry of a failed hand-on: about 24 hours from the first attempt to the
 # last of 12, quick at first for blips, then hourly and longer for outages.

@@ -17,6 +17,11 @@ drip their headers, are held until the descriptor table is full. Per connection,
 httptools hands over a header only once it is complete, so an endless one is seen only as
 bytes read: a head still incomplete after twice the cap in raw bytes (framing included) is
 cut the same way, whatever it holds.
+
+Two costs of the request path go too. uvicorn writes a response's head and its body with two
+`write` calls, two system calls and two packets: `_OneWriteTransport` holds the head until the
+body follows and sends both at once. And the head timeout is one timer per connection, moved
+lazily, rather than one timer armed and cancelled per request.
 """
 
 from __future__ import annotations
@@ -42,6 +47,38 @@ class HeadLimits:
     max_headers: int  # header lines
 
 
+class _OneWriteTransport:
+    """The connection's transport, but a response head waits for the body that follows it.
+
+    A head is what uvicorn writes alone at `http.response.start`: it ends the head and carries
+    no body. The next write (the body, even an empty one) or a close sends it. Anything else
+    (100 Continue, a whole response written at once) goes out as it is written.
+    """
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._head: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._head is not None:
+            data, self._head = self._head + data, None
+        elif data.startswith(b"HTTP/1.1 ") and data.endswith(b"\r\n\r\n") and (
+            data[9:12] != b"100"
+        ):
+            self._head = data
+            return
+        self._transport.write(data)
+
+    def close(self) -> None:
+        if self._head is not None:
+            data, self._head = self._head, None
+            self._transport.write(data)
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with bounded request heads; built by `protocol_factory`."""
 
@@ -54,10 +91,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._headers_seen = 0
         self._messages = 0  # requests begun on this connection
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_deadline = 0.0  # loop time by which the current head must be complete
         self._refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.transport = _OneWriteTransport(transport)  # type: ignore[assignment]
         self._start_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -87,7 +126,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_size = 0
         self._head_read = 0
         self._headers_seen = 0
-        if self._head_timer is None:
+        if self._messages > 1:  # the first head's time counts from the connection's start
             self._start_head_timer()
 
     def on_url(self, url: bytes) -> None:
@@ -101,8 +140,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
-        self._cancel_head_timer()
+        self._in_head = False  # the timer, if it fires, finds nothing to time out
         if self._head_size > self._limits.max_header_bytes:
             self._refuse_large_head()
         elif self._headers_seen > self._limits.max_headers:
@@ -124,8 +162,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         """Refused in `on_headers_complete` already: nothing to log per request."""
 
     def _start_head_timer(self) -> None:
+        """The current head must be complete within the timeout: a timer already armed for
+        an earlier deadline moves itself on when it fires."""
         loop = asyncio.get_running_loop()
-        self._head_timer = loop.call_later(self._limits.header_timeout_s, self._head_timed_out)
+        self._head_deadline = loop.time() + self._limits.header_timeout_s
+        if self._head_timer is None:
+            self._head_timer = loop.call_at(self._head_deadline, self._head_timed_out)
 
     def _cancel_head_timer(self) -> None:
         if self._head_timer is not None:
@@ -135,6 +177,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _head_timed_out(self) -> None:
         self._head_timer = None
         if not self._in_head or self._refused:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._head_deadline:  # a later head: its own deadline
+            self._head_timer = loop.call_at(self._head_deadline, self._head_timed_out)
             return
         if self._messages == 0:
             # Not a byte of a request arrived: close as an idle keep-alive connection is.

@@ -1,6 +1,7 @@
-"""One arriving body as the rows COPY writes: a request row and its event rows.
+"""One arriving body as the rows a flush stores: a request row and its event rows.
 
-The column tuples live beside the row builders so the two cannot drift apart.
+The column tuples live beside the row builders so the two cannot drift apart; the batch
+statement takes the rows' columns in this order (tests/unit/test_sql.py checks it).
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Retention: daily partitions are created ahead and dropped whole once expired.
 
 Dropping a partition removes a day of requests and events at once, without the row
-deletes and the bloat a DELETE of old rows would leave. Dedup does not depend on it: the
-dedup insert looks back over the redelivery window across partitions, so a retention of at
-least `config.REDELIVERY_WINDOW_DAYS` keeps every redelivery harmless. Dedup conflicts, rare
-and in one plain table, are deleted by age in the same run. Events a dispatcher never handed on
+deletes and the bloat a DELETE of old rows would leave. Dedup keys live in a table of their own
+(`wabahook_event_keys`), for `config.REDELIVERY_WINDOW_DAYS`: a flush takes over a key older
+than that itself, and this run prunes them, in slices that never hold a lock for long.
+Retention is at least the window, so the event a key names outlives the key. Dedup conflicts,
+rare and in one plain table, are deleted by age in the same run. Events a dispatcher never handed on
 before their day expired are counted and logged first: they are lost to the receiver.
 """
 
@@ -17,6 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from asyncpg import Pool
 
+from app.config import REDELIVERY_WINDOW_DAYS
 from app.errors import WabahookError
 from app.metrics import Metrics
 from app.sql import queries
@@ -25,6 +27,7 @@ from app.storage import wrap_exceptions
 logger = logging.getLogger(__name__)
 
 DAYS_AHEAD = 3  # partitions made in advance, so a missed run never sends a day to the default
+PRUNE_SLICE = 50_000  # stale dedup keys deleted by one statement
 INTERVAL = 3600.0  # seconds between runs
 
 
@@ -53,11 +56,17 @@ async def maintain(pool: Pool, retention_days: int, today: date | None = None) -
                 )
             if row is None:  # another process holds the maintenance lock and does the work
                 return Maintained(0, 0, 0)
-            # A transaction of its own: the partition DDL's locks, which hold up ingestion,
-            # are released before this delete, however many rows it has to remove.
+            # Transactions of their own: the partition DDL's locks, which hold up ingestion,
+            # are released before these deletes, however many rows they have to remove.
             conflicts_deleted: int = await connection.fetchval(
                 queries["delete_expired_conflicts"], oldest_kept
             )
+            stale = today - timedelta(days=REDELIVERY_WINDOW_DAYS)
+            while (
+                await connection.fetchval(queries["prune_event_keys"], stale, PRUNE_SLICE)
+                == PRUNE_SLICE
+            ):
+                pass
     created, dropped, undelivered = row["created"], row["dropped"], row["undelivered"]
     if undelivered:
         logger.error(

@@ -19,7 +19,7 @@ import asyncpg
 from asyncpg import Connection, Pool
 
 from app.errors import StorageUnavailable, WabahookError
-from app.records import EVENT_COLUMNS, REQUEST_COLUMNS, IncomingRequest
+from app.records import EVENT_COLUMNS, IncomingRequest
 from app.sql import migrations, queries
 
 logger = logging.getLogger(__name__)
@@ -49,19 +49,21 @@ def wrap_exceptions() -> Iterator[None]:
         raise StorageRejected(f"{type(exc).__name__}: {exc}") from exc
 
 
-async def _prepare_connection(connection: Connection) -> None:
-    await connection.execute(queries["create_staging_tables"])
+async def _keep_session(connection: Connection) -> None:
+    """Nothing to reset: pool connections carry no session state (no SET, LISTEN, advisory
+    lock or cursor outlives a statement or transaction here)."""
 
 
 async def create_pool(dsn: str, min_size: int, max_size: int) -> Pool:
     with wrap_exceptions():
-        # asyncpg's default reset on release stays: it is what finds a connection a
-        # cancelled flush left mid-operation, and terminates it instead of handing it out.
         pool = await asyncpg.create_pool(
             dsn,
             min_size=min_size,
             max_size=max_size,
-            init=_prepare_connection,
+            # asyncpg's default reset query would cost every flush a second round trip.
+            # Release still waits out a cancelled statement, rolls back a transaction left
+            # open, and terminates a connection that fails either.
+            reset=_keep_session,
             # A flush must fail fast when PostgreSQL is gone, not hang the batch.
             timeout=5.0,
             command_timeout=None,
@@ -105,24 +107,22 @@ class Flushed:
 
 
 async def write_batch(pool: Pool, batch: Sequence[IncomingRequest]) -> Flushed:
-    """COPY into staging, move into the tables skipping duplicates, COMMIT: all or nothing.
+    """Store the batch with one statement in a transaction of its own: all or nothing, one
+    round trip. Redeliveries are skipped by dedup (`store_batch` in queries.sql).
 
     Dedup conflicts the batch recorded (docs/protocol.md §7) are logged once, after the COMMIT.
     """
     started = time.perf_counter()
+    requests = [request.request_row() for request in batch]
     events = [row for request in batch for row in request.event_rows()]
+    # Columns, not rows: each becomes one array parameter.
+    request_columns = list(zip(*requests, strict=True))
+    event_columns = list(zip(*events, strict=True)) if events else [()] * len(EVENT_COLUMNS)
     with wrap_exceptions():
-        async with pool.acquire() as connection, connection.transaction():
-            await connection.copy_records_to_table(
-                "wabahook_requests_staging",
-                records=[request.request_row() for request in batch],
-                columns=REQUEST_COLUMNS,
+        async with pool.acquire() as connection:
+            result = await connection.fetchrow(
+                queries["store_batch"], *request_columns, *event_columns
             )
-            if events:
-                await connection.copy_records_to_table(
-                    "wabahook_events_staging", records=events, columns=EVENT_COLUMNS
-                )
-            result = await connection.fetchrow(queries["insert_staged"])
     conflicts: int = result["conflicts"]
     if conflicts:
         logger.warning(

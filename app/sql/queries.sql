@@ -17,84 +17,73 @@ SELECT name FROM wabahook_migrations
 -- Record a migration as applied; $1 name.
 INSERT INTO wabahook_migrations (name) VALUES ($1)
 
--- create_staging_tables --
--- Per-connection tables that COPY writes into; their rows vanish at COMMIT.
-CREATE TEMP TABLE IF NOT EXISTS wabahook_requests_staging (
-    id uuid, received_at timestamptz, channel text, outcome text, sha256 bytea,
-    events integer, body bytea
-) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS wabahook_events_staging (
-    dedup_key bytea, request_id uuid, seq integer, received_at timestamptz, channel text,
-    kind text, type text, message_id text, wa_id text, user_id text, group_id text,
-    phone_number_id text, waba_id text, event_ts timestamptz, payload json
-) ON COMMIT DELETE ROWS
-
--- insert_staged --
--- Move the staged batch into the real tables; redelivered requests and events add nothing.
--- An event is new unless its key was stored in the last 8 days (config.REDELIVERY_WINDOW_DAYS;
--- 360dialog retries for up to 7), whichever daily partition holds it; ON CONFLICT catches the
--- same key in the same day. A skipped event whose payload text differs from the stored event's
--- is a dedup conflict (docs/protocol.md §7), recorded in wabahook_event_conflicts; the result is
--- how many events were stored and how many conflicts recorded. One statement without parameters:
--- asyncpg prepares it once per connection and PostgreSQL keeps its plan, rather than planning
--- every partition probe again at every flush.
+-- store_batch --
+-- Store a batch in one statement, one round trip, committed on its own: the requests ($1-$7,
+-- one array per column) and their events ($8-$22, in arrival order). Redelivered requests and
+-- events add nothing. An event is new unless its key is in wabahook_event_keys from the last 8
+-- days (config.REDELIVERY_WINDOW_DAYS; 360dialog retries for up to 7): the key's insert is the
+-- probe, and a stale key is taken over. A skipped event whose payload text differs from the
+-- stored event's is a dedup conflict (docs/protocol.md §7), recorded in
+-- wabahook_event_conflicts. The result: events stored, conflicts recorded. New events wake the
+-- dispatcher at COMMIT (one notification per transaction and name).
 WITH requests AS (
     INSERT INTO wabahook_requests (id, received_at, channel, outcome, sha256, events, body)
-    SELECT id, received_at, channel, outcome, sha256, events, body
-    FROM wabahook_requests_staging
+    SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::bytea[],
+                         $6::integer[], $7::bytea[])
     ON CONFLICT (id, received_at) DO NOTHING
 ),
+arrived AS MATERIALIZED (
+    -- Ids are drawn here, in arrival order, once: the key and its event carry the same one.
+    SELECT a.*, (a.received_at AT TIME ZONE 'UTC')::date AS received_on,
+           nextval('wabahook_events_id_seq') AS id
+    FROM unnest($8::bytea[], $9::uuid[], $10::integer[], $11::timestamptz[], $12::text[],
+                $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
+                $19::text[], $20::text[], $21::timestamptz[], $22::text[])
+        WITH ORDINALITY AS a(dedup_key, request_id, seq, received_at, channel, kind, type,
+                             message_id, wa_id, user_id, group_id, phone_number_id, waba_id,
+                             event_ts, payload, position)
+),
+fresh AS (
+    -- One row per key (a key twice in one batch: the first arrival), as one command may not
+    -- touch a key twice.
+    INSERT INTO wabahook_event_keys AS k (dedup_key, received_on, event_id)
+    SELECT dedup_key, received_on, id
+    FROM (SELECT DISTINCT ON (dedup_key) * FROM arrived ORDER BY dedup_key, position) first
+    ORDER BY position
+    ON CONFLICT (dedup_key) DO UPDATE
+        SET received_on = excluded.received_on, event_id = excluded.event_id
+        WHERE k.received_on < (now() AT TIME ZONE 'UTC')::date - 8
+    RETURNING event_id
+),
 inserted AS (
-    INSERT INTO wabahook_events (dedup_key, received_on, request_id, seq, received_at, channel,
-                                 kind, type, message_id, wa_id, user_id, group_id,
+    INSERT INTO wabahook_events (id, dedup_key, received_on, request_id, seq, received_at,
+                                 channel, kind, type, message_id, wa_id, user_id, group_id,
                                  phone_number_id, waba_id, event_ts, payload)
-    SELECT s.dedup_key, (s.received_at AT TIME ZONE 'UTC')::date, s.request_id, s.seq,
-           s.received_at, s.channel, s.kind, s.type, s.message_id, s.wa_id, s.user_id,
-           s.group_id, s.phone_number_id, s.waba_id, s.event_ts, s.payload
-    FROM wabahook_events_staging s
-    WHERE NOT EXISTS (
-        -- OFFSET 0 keeps this a per-row index probe: flattened into an anti join, the planner
-        -- (knowing nothing of the staged rows) would hash whole partitions instead.
-        SELECT 1 FROM wabahook_events e
-        WHERE e.dedup_key = s.dedup_key
-          AND e.received_on >= (now() AT TIME ZONE 'UTC')::date - 8
-        OFFSET 0
-    )
-    ON CONFLICT (dedup_key, received_on) DO NOTHING
-    RETURNING request_id, seq
+    SELECT a.id, a.dedup_key, a.received_on, a.request_id, a.seq, a.received_at, a.channel,
+           a.kind, a.type, a.message_id, a.wa_id, a.user_id, a.group_id, a.phone_number_id,
+           a.waba_id, a.event_ts, a.payload::json
+    FROM arrived a JOIN fresh f ON f.event_id = a.id
+    ORDER BY a.position
+    RETURNING 1
 ),
 conflicts AS (
     INSERT INTO wabahook_event_conflicts (received_at, request_id, seq, dedup_key, channel, kind,
                                           type, message_id, wa_id, user_id, group_id,
                                           phone_number_id, payload, kept_event_id,
                                           kept_request_id, kept_received_at, kept_payload)
-    SELECT s.received_at, s.request_id, s.seq, s.dedup_key, s.channel, s.kind, s.type,
-           s.message_id, s.wa_id, s.user_id, s.group_id, s.phone_number_id, s.payload, kept.id,
-           kept.request_id, kept.received_at, kept.payload
-    FROM (
-        -- The staged events dedup skipped (none, commonly). OFFSET 0 again: this anti join
-        -- runs first, so the probe below is made for skipped events only, not for every one.
-        SELECT * FROM wabahook_events_staging s
-        WHERE NOT EXISTS (
-            SELECT 1 FROM inserted i WHERE i.request_id = s.request_id AND i.seq = s.seq
-        )
-        OFFSET 0
-    ) s
-    JOIN LATERAL (
-        -- The stored event with the key, by the same per-row probe. The statement's snapshot
-        -- does not see the rows `inserted` wrote, so a copy that lost to another of the same
-        -- batch (or of a flush running at the same time) finds nothing here.
-        SELECT e.id, e.request_id, e.received_at, e.payload FROM wabahook_events e
-        WHERE e.dedup_key = s.dedup_key
-          AND e.received_on >= (now() AT TIME ZONE 'UTC')::date - 8
-        LIMIT 1
-    ) kept ON kept.payload::text <> s.payload::text  -- json keeps the text as received
-    -- Conflicts are numbered in arrival order: the anti join above may hash the staged side,
-    -- and then its rows come out in no particular order.
-    ORDER BY s.received_at, s.request_id, s.seq
+    SELECT a.received_at, a.request_id, a.seq, a.dedup_key, a.channel, a.kind, a.type,
+           a.message_id, a.wa_id, a.user_id, a.group_id, a.phone_number_id, a.payload::json,
+           kept.id, kept.request_id, kept.received_at, kept.payload
+    FROM arrived a
+    -- The statement's snapshot holds the keys stored before it: a copy that lost to another
+    -- of the same batch (or of a flush committing meanwhile) finds nothing here.
+    JOIN wabahook_event_keys k ON k.dedup_key = a.dedup_key
+    JOIN wabahook_events kept ON kept.id = k.event_id AND kept.received_on = k.received_on
+    WHERE NOT EXISTS (SELECT FROM fresh f WHERE f.event_id = a.id)
+      AND kept.payload::text <> a.payload  -- json keeps the text as received
+    ORDER BY a.position
     RETURNING 1
 )
--- New events wake the dispatcher, at COMMIT (a notification is one per transaction and name).
 SELECT (SELECT count(*) FROM inserted) AS stored, (SELECT count(*) FROM conflicts) AS conflicts,
        (SELECT pg_notify('wabahook_events', '') WHERE EXISTS (SELECT FROM inserted)) AS notified
 
@@ -113,6 +102,18 @@ FROM (
     WHERE pg_try_advisory_xact_lock(7346092176)
     OFFSET 0
 ) maintained
+
+-- prune_event_keys --
+-- Retention: delete up to $2 dedup keys of events that arrived before the UTC day $1 (stale:
+-- past the redelivery window); the result is how many.
+WITH pruned AS (
+    DELETE FROM wabahook_event_keys
+    WHERE dedup_key IN (
+        SELECT dedup_key FROM wabahook_event_keys WHERE received_on < $1 LIMIT $2
+    )
+    RETURNING 1
+)
+SELECT count(*) FROM pruned
 
 -- delete_expired_conflicts --
 -- Retention: delete the dedup conflicts that arrived before the UTC day $1; the result is how many.

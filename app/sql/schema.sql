@@ -48,14 +48,23 @@ CREATE TABLE wabahook_events (
 
 ALTER SEQUENCE wabahook_events_id_seq OWNED BY wabahook_events.id;
 
--- A unique index of a partitioned table must hold the partition key, so this one catches
--- duplicates within a day (concurrent flushes included); the dedup insert looks across the
--- days of the redelivery window itself (queries.sql, insert_staged).
-CREATE UNIQUE INDEX wabahook_events_dedup_key_v1 ON wabahook_events (dedup_key, received_on);
-
 CREATE TABLE wabahook_events_default PARTITION OF wabahook_events DEFAULT;
 
 CREATE INDEX wabahook_events_xid_v1 ON wabahook_events (xid, id);
+
+-- Dedup (docs/protocol.md §7): the key of every event stored within the redelivery window, in
+-- one plain table, so that a flush finds a redelivery with one unique probe, concurrent flushes
+-- included (store_batch in queries.sql).
+CREATE TABLE wabahook_event_keys (
+    dedup_key bytea PRIMARY KEY,
+    received_on date NOT NULL,            -- the day its event arrived: a key older than the
+                                          -- redelivery window is stale, replaced by a new
+                                          -- arrival and pruned by retention
+    event_id bigint NOT NULL              -- the stored event (wabahook_events.id), for conflicts
+);
+
+-- Retention prunes by day; keys arrive in day order, so this index only grows at its right.
+CREATE INDEX wabahook_event_keys_received_on_v1 ON wabahook_event_keys (received_on);
 
 -- An arriving event that dedup skipped because its key is stored within the redelivery window,
 -- while its payload differs from the stored event's (docs/protocol.md §7). The stored event

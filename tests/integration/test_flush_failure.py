@@ -17,7 +17,7 @@ pytestmark = pytest.mark.anyio
 _WAITING_FLUSH = """
 SELECT pid FROM pg_stat_activity
 WHERE application_name = 'wabahook' AND datname = current_database()
-  AND wait_event_type = 'Lock' AND query LIKE '%FROM wabahook_requests_staging%'
+  AND wait_event_type = 'Lock' AND query LIKE 'WITH requests AS (%INSERT INTO wabahook_requests%'
 """
 
 

@@ -142,3 +142,19 @@ async def test_events_never_handed_on_are_counted_when_their_day_expires(
     (record,) = [r for r in caplog.records if getattr(r, "action", "") == "retention_undelivered"]
     assert record.events == 2  # type: ignore[attr-defined]
     assert await db.fetchval("SELECT count(*) FROM wabahook_deliveries") == 0
+
+
+async def test_dedup_keys_past_the_window_are_pruned(
+    pool: asyncpg.Pool, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(retention, "PRUNE_SLICE", 2)  # several slices
+    await db.execute("SELECT wabahook_create_partitions_v2($1, $2)", TODAY - timedelta(12), TODAY)
+    for n in range(5):
+        await _deliver(pool, f"wamid.stale-{n}", TODAY - timedelta(days=9))
+    await _deliver(pool, "wamid.recent", TODAY - timedelta(days=8))
+
+    await retention.maintain(pool, retention_days=30, today=TODAY)
+
+    rows = await db.fetch("SELECT received_on FROM wabahook_event_keys")
+    assert [row["received_on"] for row in rows] == [TODAY - timedelta(days=8)]
+    assert await db.fetchval("SELECT count(*) FROM wabahook_events") == 6  # events stay

@@ -11,6 +11,7 @@ import pytest
 import app
 from app import sql
 from app.config import REDELIVERY_WINDOW_DAYS
+from app.records import EVENT_COLUMNS, REQUEST_COLUMNS
 
 APP_DIR = Path(app.__file__).parent
 # `queries["name"]` or `queries['name']`, possibly split over lines inside the brackets.
@@ -56,7 +57,7 @@ def test_parse_query_file_rejects_a_name_defined_twice() -> None:
 
 def test_the_usage_regex_finds_the_call_sites() -> None:
     # Guards the two tests below against a regex that silently matches nothing.
-    assert "insert_staged" in _names_used_in_app()
+    assert "store_batch" in _names_used_in_app()
 
 
 def test_every_query_the_code_uses_exists() -> None:
@@ -82,9 +83,21 @@ def test_every_query_has_a_description_and_a_statement() -> None:
 
 
 def test_the_dedup_insert_looks_back_over_the_redelivery_window() -> None:
-    # The window is written in SQL, twice: in the dedup probe, and in the probe that finds the
-    # stored event a skipped one conflicts with. This ties both to the constant retention is
-    # checked against.
-    lookback = re.findall(r"::date - (\d+)\b", sql.queries["insert_staged"])
+    # The window is written in SQL, where a flush takes over a stale key. This ties it to the
+    # constant retention prunes keys by.
+    lookback = re.findall(r"::date - (\d+)\b", sql.queries["store_batch"])
 
-    assert lookback == [str(REDELIVERY_WINDOW_DAYS)] * 2
+    assert lookback == [str(REDELIVERY_WINDOW_DAYS)]
+
+
+def test_the_batch_statement_takes_the_columns_in_the_order_the_rows_have() -> None:
+    # Each row tuple becomes one array parameter per column: the names in the unnest must be
+    # the row builders' columns, in order.
+    statement = sql.queries["store_batch"]
+    events = re.search(r"AS a\(([^)]*)\)", statement)
+    assert events is not None
+    names = [name.strip() for name in events.group(1).split(",")]
+    assert names == [*EVENT_COLUMNS, "position"]
+    requests = re.search(r"INSERT INTO wabahook_requests \(([^)]*)\)", statement)
+    assert requests is not None
+    assert [name.strip() for name in requests.group(1).split(",")] == list(REQUEST_COLUMNS)
