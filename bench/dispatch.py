@@ -256,14 +256,15 @@ async def _baseline(url: str, concurrency: int, seconds: float) -> None:
 
         async def loop() -> None:
             nonlocal ok, failed
+            headers = {"Content-Type": "application/json"}
             while time.monotonic() < deadline:
-                headers = {"Content-Type": "application/json"}
-                async with session.post(url, data=body, headers=headers) as response:
-                    await response.read()
-                    if response.status == 200:
-                        ok += 1
-                    else:
-                        failed += 1
+                try:
+                    async with session.post(url, data=body, headers=headers) as response:
+                        await response.read()
+                        success = response.status == 200
+                except (aiohttp.ClientError, TimeoutError):
+                    success = False
+                ok, failed = (ok + 1, failed) if success else (ok, failed + 1)
 
         began, cpu = time.monotonic(), time.process_time()
         await asyncio.gather(*(loop() for _ in range(concurrency)))
@@ -274,7 +275,6 @@ async def _baseline(url: str, concurrency: int, seconds: float) -> None:
 async def _offer(url: str, rate: float, seconds: float, out: Path, run: str) -> None:
     """Post single-event Cloud bodies at `rate`/s for `seconds` on a fixed schedule (open loop:
     a slow answer does not delay the next send); record when each 200 came back."""
-
     count = round(rate * seconds)
     rng = random.Random(7)
     keys = [f"{run}{i:014x}" for i in range(count)]
@@ -638,6 +638,7 @@ def throughput(ctx: Context, events: int) -> None:
         f"{drained.totals['delivered']:,} delivered, {drained.totals['dead']} dead, "
         f"{drained.received:,} POSTs received",
     )
+    ctx.correct.check("baseline: no failed requests", base["failed"] == 0, str(base["failed"]))
     ctx.targets.check(
         f"dispatcher hands on >= {TARGET_RATE:,.0f} events/s",
         rate >= TARGET_RATE,
@@ -812,9 +813,15 @@ class IngestRun:
     stream: str
     dispatch: bool
     point: compare.Point
+    contest: compare.Contest
     dispatcher_cpu_s: float | None = None
-    stored: int = 0
     handed_on: int = 0
+
+    @property
+    def postgres_us(self) -> str:
+        """PostgreSQL's CPU per acknowledged request: what the dispatcher adds there shows."""
+        usage, ok = self.point.postgres_usage, self.point.result.ok
+        return f"{usage.cpu_seconds / ok * 1e6:.0f}" if usage and ok else "-"
 
 
 def ingestion(
@@ -853,7 +860,8 @@ def ingestion(
                 f"{run.point.postgres_usage.cpu_seconds / s:.0%}"
                 if run.point.postgres_usage
                 else "-",
-                f"{run.handed_on:,} of {run.stored:,}" if run.dispatch else "-",
+                run.postgres_us,
+                f"{run.handed_on:,} of {run.contest.stored:,}" if run.dispatch else "-",
                 r.failures,
             ]
         )
@@ -869,6 +877,7 @@ def ingestion(
                 "srv CPU",
                 "of it dispatcher",
                 "PG CPU",
+                "PG µs/req",
                 "handed on by the end",
                 "failures",
             ],
@@ -890,6 +899,13 @@ def ingestion(
         )
     failures = sum(x.point.result.failures for x in runs)
     ctx.correct.check("ingestion: no failed requests", failures == 0, str(failures))
+    # As compare checks it: a run stopped with requests in flight may store that many more.
+    extra = [(x.contest.stored or 0) - x.contest.ok_total for x in runs]
+    ctx.correct.check(
+        "ingestion: nothing acknowledged is missing",
+        all(0 <= e <= x.contest.connections_total for e, x in zip(extra, runs, strict=True)),
+        f"stored - 200s per run: {', '.join(f'{e:+,}' for e in extra)}",
+    )
     ctx.results["ingestion"] = {
         "ratios": ratios,
         "runs": [
@@ -904,7 +920,8 @@ def ingestion(
                 "postgres_cpu_s": x.point.postgres_usage.cpu_seconds
                 if x.point.postgres_usage
                 else None,
-                "stored": x.stored,
+                "stored": x.contest.stored,
+                "acknowledged": x.contest.ok_total,
                 "handed_on": x.handed_on,
             }
             for x in runs
@@ -940,13 +957,14 @@ def _ingest_run(
                 postgres=ctx.postgres,
             )
         totals = asyncio.run(_delivery_totals(dsn)) if on else {"delivered": 0}
+    contest.stored = compare.count_rows(dsn, "wabahook_events")
     run = IngestRun(
         n,
         stream,
         on,
         point,
+        contest,
         dispatcher_usage.usage.cpu_seconds if on else None,
-        compare.count_rows(dsn, "wabahook_events"),
         totals["delivered"],
     )
     print(
