@@ -61,7 +61,6 @@ STANDBY_INTERVAL = 1.0  # s between a standing-by dispatcher's tries to lead
 LAG_INTERVAL = 2.0  # s between two measurements of the lag
 RECONNECT_DELAY = 1.0  # s after a lost database connection
 JITTER = 0.2  # each retry delay is spread by this fraction either way
-NICENESS = 10  # serve's dispatcher process yields the CPU to the HTTP workers
 STOP_GRACE = 3.0  # s a stopping dispatcher gives attempts in flight, and their recording
 STOP_TIMEOUT = 10.0  # s serve's dispatcher process gets to stop before it is killed
 
@@ -87,6 +86,7 @@ class Dispatcher:
         self._finished: list[Attempt] = []
         self._position: tuple[Any, int, Any] = ("0", 0, None)  # (xid, event id, request id)
         self._stopping = False
+        self._saturated = False  # the last claim filled every free slot
         self.leading = False
         self.lag_s = 0.0
         metrics.gauge("dispatch_leader", lambda: 1 if self.leading else 0)
@@ -136,8 +136,13 @@ class Dispatcher:
         connection = await asyncpg.connect(
             self._dsn,
             timeout=5.0,
-            # Progress is safe to lose: an attempt whose record is lost is made again.
-            server_settings={"application_name": "wabahook-dispatch", "synchronous_commit": "off"},
+            server_settings={
+                "application_name": "wabahook-dispatch",
+                # Progress is safe to lose: an attempt whose record is lost is made again.
+                "synchronous_commit": "off",
+                # The step's statements plan partitioned tables: planned once, not per step.
+                "plan_cache_mode": "force_generic_plan",
+            },
         )
         try:
             yield connection
@@ -210,33 +215,41 @@ class Dispatcher:
                         )
 
     async def _step(self, connection: Connection, forwarder: Forwarder) -> bool:
-        """Record the finished attempts, move new events into deliveries, start attempts for
-        the due heads; whether the cursor has caught up with the events."""
+        """Record the finished attempts, move new events into deliveries while there is room
+        for them, start attempts for the due heads; whether nothing is left to move."""
         finished, self._finished = self._finished, []
+        caught_up = False
         async with connection.transaction():
             await connection.execute(queries["lock_deliveries"])
             if finished:
                 await connection.execute(queries["finish_deliveries"], *self._recorded(finished))
-            moved = await connection.fetchrow(
-                queries["move_events"],
-                *self._position,
-                MOVE_BATCH,
-                forwarder.one_per_body,
-                self._routing.default,
-                list(self._routing.on),
-                list(self._routing.off),
-            )
-        self._position = (moved["xid"], moved["event_id"], moved["request_id"])
+            if self._saturated:
+                # More is due than can be in flight: events wait in their table, where they
+                # cost nothing, until the attempts catch up (the backlog is never copied).
+                await connection.execute(queries["dispatch_heartbeat"])
+            else:
+                moved = await connection.fetchrow(
+                    queries["move_events"],
+                    *self._position,
+                    MOVE_BATCH,
+                    forwarder.one_per_body,
+                    self._routing.default,
+                    list(self._routing.on),
+                    list(self._routing.off),
+                )
+                self._position = (moved["xid"], moved["event_id"], moved["request_id"])
+                caught_up = moved["read"] < MOVE_BATCH
         for attempt in finished:  # recorded: no longer kept from claims
             del self._in_flight[attempt.delivery.id]
         free = self._config.forward_concurrency - len(self._in_flight)
+        rows = []
         if free > 0:
             rows = await connection.fetch(
                 queries["claim_deliveries"], list(self._in_flight), free, forwarder.needs_body
             )
             for row in rows:
                 self._start(forwarder, Delivery.from_row(row))
-        caught_up: bool = moved["read"] < MOVE_BATCH
+        self._saturated = len(rows) == free
         return caught_up
 
     def _notified(self, *_: Any) -> None:
@@ -376,8 +389,9 @@ async def _stop_when_orphaned(stop: asyncio.Event, parent: int) -> None:
 @contextlib.contextmanager
 def beside_server(config: Config) -> Iterator[None]:
     """`serve`'s dispatcher: one process of its own next to the HTTP workers, restarted if it
-    dies, stopped at exit. It runs at a lower CPU priority than they do: on a busy machine
-    acknowledging comes first, and handing on catches up after (nothing waits in memory)."""
+    dies, stopped at exit. It runs at the lowest CPU priority (`_yield_the_cpu`): on a busy
+    machine acknowledging comes first, and handing on catches up after (nothing waits in
+    memory)."""
     stopping = threading.Event()
     starting = threading.Lock()  # no child is started once stopping is set
     current: list[subprocess.Popen[bytes]] = []
@@ -416,8 +430,17 @@ def beside_server(config: Config) -> Iterator[None]:
         supervisor.join(STOP_TIMEOUT)
 
 
+def _yield_the_cpu() -> None:
+    """serve's dispatcher runs only on CPU time nothing else wants (SCHED_IDLE): on a busy
+    machine acknowledging comes first, and handing on catches up when the load eases."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):  # not Linux: the lowest niceness instead
+        os.nice(19)
+
+
 if __name__ == "__main__":  # serve's dispatcher process: settings exported by serve
-    os.nice(NICENESS)
+    _yield_the_cpu()
     settings = Config.from_environ()
     logging.config.dictConfig(logs.dict_config(settings.log_level, settings.log_format))
     # serve names itself: had it died before this line, getppid() would name another process.

@@ -196,6 +196,10 @@ VALUES ('0', 0, $1, now())
 ON CONFLICT (singleton) DO UPDATE SET leader = $1, heartbeat_at = now()
 RETURNING c.xid, c.event_id, c.request_id
 
+-- dispatch_heartbeat --
+-- The leader is alive (in a step that moves nothing; move_events beats it otherwise).
+UPDATE wabahook_dispatch_cursor SET heartbeat_at = now()
+
 -- move_events --
 -- Hand on the events past the cursor: up to $4 of them, in (xid, id) order, only below the
 -- horizon every earlier transaction has ended at; make a delivery for each of a channel with a
@@ -314,9 +318,11 @@ SELECT coalesce(extract(epoch FROM now() - least(
      WHERE d.id = least(
          (SELECT min(id) FROM wabahook_deliveries WHERE state = 'pending'),
          (SELECT min(id) FROM wabahook_deliveries WHERE state = 'retrying'))),
-    (SELECT e.received_at FROM wabahook_events e, wabahook_dispatch_cursor c
-     WHERE (e.xid, e.id) > (c.xid, c.event_id)
-     ORDER BY e.xid, e.id LIMIT 1)
+    -- LATERAL: the cursor's values become the index condition, not a filter on every row.
+    (SELECT first.received_at FROM wabahook_dispatch_cursor c CROSS JOIN LATERAL (
+         SELECT e.received_at FROM wabahook_events e
+         WHERE (e.xid, e.id) > (c.xid, c.event_id)
+         ORDER BY e.xid, e.id LIMIT 1) first)
 )), 0)::float8
 
 -- select_deliveries --
