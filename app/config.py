@@ -58,9 +58,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     ssl_keyfile: Annotated[str | None, _doc("TLS private key (PEM)")] = None
     max_body: Annotated[int, _doc("largest accepted body, bytes; larger gets 413")] = 4 * MiB
     batch_rows: Annotated[
-        int, _doc("most rows in one COPY batch (a request and each of its events), rows")
+        int, _doc("most rows in one batch (a request and each of its events), rows")
     ] = 4000
-    batch_bytes: Annotated[int, _doc("most body bytes in one COPY batch, bytes")] = 16 * MiB
+    batch_bytes: Annotated[int, _doc("most body bytes in one batch, bytes")] = 16 * MiB
     flush_ms: Annotated[
         float,
         _doc(

@@ -1,6 +1,6 @@
 """The copy buffer: requests wait here for the batch that makes them durable.
 
-Many requests share one COPY and one COMMIT. A flush starts as soon as a flush slot is
+Many requests share one statement and one COMMIT. A flush starts as soon as a flush slot is
 free, so a lone request is never held back for a timer; while every slot is busy the
 buffer grows, and the next flush takes all of it (capped by rows and bytes). The timer
 only bounds the wait: a row that has waited `flush_ms` with every slot busy gets an extra

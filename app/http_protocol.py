@@ -62,8 +62,8 @@ class _OneWriteTransport:
     def write(self, data: bytes) -> None:
         if self._head is not None:
             data, self._head = self._head + data, None
-        elif data.startswith(b"HTTP/1.1 ") and data.endswith(b"\r\n\r\n") and (
-            data[9:12] != b"100"
+        elif (
+            data.startswith(b"HTTP/1.1 ") and data.endswith(b"\r\n\r\n") and (data[9:12] != b"100")
         ):
             self._head = data
             return

@@ -2,8 +2,8 @@
 
 While PostgreSQL is unreachable the flush path appends each whole batch here, and its requests
 are answered 200 only once the batch is fsync'd: one write and one fsync per batch, never one
-per request. That is the same group commit as the COPY path, done on a file, so a spooled batch
-costs about one disk flush however many requests it carries. A drainer later replays the
+per request. That is the same group commit as the PostgreSQL path, done on a file, so a spooled
+batch costs about one disk flush however many requests it carries. A drainer later replays the
 batches into PostgreSQL, oldest first, and deletes a segment file only after every batch in it
 has committed.
 
