@@ -1,4 +1,5 @@
-"""python -m bench {budget,compare,dispatch,scale,soak}: each command starts and stops all it needs.
+"""python -m bench {budget,compare,dispatch,items,scale,soak}: each command starts and stops all
+it needs.
 
 Every server listens on 127.0.0.1 only, every run is bounded in time, and every process
 started here is stopped by its process group before the command returns.
@@ -16,6 +17,7 @@ from app.cli import config_options
 from bench import budget as budget_mod
 from bench import compare as compare_mod
 from bench import dispatch as dispatch_mod
+from bench import items as items_mod
 from bench import scale as scale_mod
 
 # Server settings the load commands pass on to `wabahook serve`: the CLI's own typed options
@@ -309,6 +311,12 @@ def dispatch(
         **options,
     )
     sys.exit(0 if ok else 1)
+
+
+@main.command()
+def items() -> None:
+    """What forward_mode=items costs to build against bodies and events, per body of the mix."""
+    items_mod.run()
 
 
 if __name__ == "__main__":

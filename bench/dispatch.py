@@ -833,7 +833,8 @@ def ingestion(
     )
     print(
         "  the receiver stands for another host: pinned to the load generator's CPU, nice +10 "
-        "(wrk and PostgreSQL go first); serve's dispatcher shares the server's CPU at nice +10"
+        "(wrk and PostgreSQL go first); serve's dispatcher shares the server's CPU under "
+        "SCHED_IDLE"
     )
     sock = _bound_socket()
     runs: list[IngestRun] = []
