@@ -57,6 +57,8 @@ NOTIFY_CHANNELS = ("wabahook_events", "wabahook_deliveries")  # new events; rede
 MOVE_BATCH = 1000  # events read past the cursor in one step
 POLL_INTERVAL = 0.5  # s: the longest a leader waits without a notification (retries fall due)
 STEP_INTERVAL = 0.01  # s: the shortest time from one step to the next
+BUSY_STEP_INTERVAL = 0.1  # s: the same while events arrive faster than BUSY_RATE
+BUSY_RATE = 2000.0  # events/s read past the cursor
 STANDBY_INTERVAL = 1.0  # s between a standing-by dispatcher's tries to lead
 LAG_INTERVAL = 2.0  # s between two measurements of the lag
 RECONNECT_DELAY = 1.0  # s after a lost database connection
@@ -175,18 +177,26 @@ class Dispatcher:
     async def _steps(self, connection: Connection, forwarder: Forwarder) -> None:
         loop = asyncio.get_running_loop()
         lag_due = 0.0
+        interval = STEP_INTERVAL
+        window_start, window_read = loop.time(), 0  # events read per second, over a second
         while not self._stopping:
             self._wake.clear()
             stepped = loop.time()
-            caught_up = await self._step(connection, forwarder)
+            read = await self._step(connection, forwarder)
             if loop.time() >= lag_due:
                 self.lag_s = await connection.fetchval(queries["dispatch_lag"])
                 lag_due = loop.time() + LAG_INTERVAL
-            if caught_up and not self._finished:
+            if read is not None and read < MOVE_BATCH and not self._finished:
                 await self._stopped_within(POLL_INTERVAL)
-            # Under a steady stream, steps come at most this often: each then carries
-            # more events, and PostgreSQL, which the ingestion shares, does less per event.
-            await asyncio.sleep(stepped + STEP_INTERVAL - loop.time())
+            # Under a steady stream, steps come at most every `interval`: each then carries
+            # more events, and PostgreSQL, which ingestion shares, does less per event. Under
+            # a heavy one (ingestion at full speed), fewer and larger steps still.
+            window_read += read or 0
+            if loop.time() - window_start >= 1.0:
+                busy = window_read > BUSY_RATE * (loop.time() - window_start)
+                interval = BUSY_STEP_INTERVAL if busy else STEP_INTERVAL
+                window_start, window_read = loop.time(), 0
+            await asyncio.sleep(stepped + interval - loop.time())
 
     async def _stopped_within(self, seconds: float) -> bool:
         """Wait up to `seconds` for a wake-up (new events, a finished attempt, a stop);
@@ -214,11 +224,12 @@ class Dispatcher:
                             queries["finish_deliveries"], *self._recorded(finished)
                         )
 
-    async def _step(self, connection: Connection, forwarder: Forwarder) -> bool:
+    async def _step(self, connection: Connection, forwarder: Forwarder) -> int | None:
         """Record the finished attempts, move new events into deliveries while there is room
-        for them, start attempts for the due heads; whether nothing is left to move."""
+        for them, start attempts for the due heads; how many events were read past the
+        cursor (None: none was tried, the attempts have enough to do)."""
         finished, self._finished = self._finished, []
-        caught_up = False
+        read: int | None = None
         async with connection.transaction():
             await connection.execute(queries["lock_deliveries"])
             if finished:
@@ -238,7 +249,7 @@ class Dispatcher:
                     list(self._routing.off),
                 )
                 self._position = (moved["xid"], moved["event_id"], moved["request_id"])
-                caught_up = moved["read"] < MOVE_BATCH
+                read = moved["read"]
         for attempt in finished:  # recorded: no longer kept from claims
             del self._in_flight[attempt.delivery.id]
         free = self._config.forward_concurrency - len(self._in_flight)
@@ -250,7 +261,7 @@ class Dispatcher:
             for row in rows:
                 self._start(forwarder, Delivery.from_row(row))
         self._saturated = len(rows) == free
-        return caught_up
+        return read
 
     def _notified(self, *_: Any) -> None:
         self._wake.set()
