@@ -30,6 +30,7 @@ from app.channels import ChannelSettings, ChannelsFileError, load_channels
 from app.config import Config, describe_fields, env_name
 from app.embedded import EmbeddedPostgres
 from app.errors import WabahookError
+from app.forwarding import Routing, routing
 
 logger = logging.getLogger(__name__)
 
@@ -371,11 +372,7 @@ def dispatch(**options: Any) -> None:
 
     config = _build_config(options)
     configure_logging(config)
-    if not dispatcher.has_target(config, _load_channels(config)):
-        raise click.UsageError(
-            "nothing to hand on to: set WABAHOOK_FORWARD_URL, WABAHOOK_HANDLER or a channel's "
-            "forward_url"
-        )
+    _routing_with_a_target(config)
     with _database(config, announce=True) as dsn:
         config = msgspec.structs.replace(config, database_url=dsn)
         if config.metrics and config.metrics_listen not in ("main", "off"):
@@ -386,6 +383,17 @@ def dispatch(**options: Any) -> None:
                     "no metrics listener: %s", exc, extra={"action": "metrics_not_listening"}
                 )
         dispatcher.run(config)
+
+
+def _routing_with_a_target(config: Config) -> Routing:
+    """Which channels' events are handed on; a usage error if none is."""
+    route = routing(config, _load_channels(config))
+    if not route.any:
+        raise click.UsageError(
+            "nothing to hand on to: set WABAHOOK_FORWARD_URL, WABAHOOK_HANDLER or a channel's "
+            "forward_url"
+        )
+    return route
 
 
 @main.command()
@@ -469,7 +477,7 @@ def redeliver(
 
 
 @main.command()
-@config_options((*_DATABASE_FIELDS, "forward_mode"))
+@config_options((*_DATABASE_FIELDS, "channels_file", "forward_url", "handler", "forward_mode"))
 @click.option("--since", required=True, help="events received at or after: ISO time, or an age")
 @click.option("--until", help="events received before: ISO time, or an age")
 @click.option("--channel", help="only events that arrived on this channel")
@@ -477,8 +485,10 @@ def redeliver(
 def replay(
     since: str, until: str | None, channel: str | None, kind: str | None, **options: Any
 ) -> None:
-    """Hand stored events on again (after a bug downstream), each contact's in arrival order."""
+    """Hand stored events on again (after a bug downstream), each contact's in arrival order;
+    only those of channels with a target, as the dispatcher routes them."""
     config = _build_config(options)
+    routing = _routing_with_a_target(config)
     since_time = _parse_since(since)
     until_time = _parse_since(until, "--until") if until else None
     bodies = config.forward_mode == "bodies"
@@ -486,7 +496,7 @@ def replay(
     async def run(dsn: str) -> int:
         async with storage.connect(dsn) as connection:
             return await delivery_store.replay(
-                connection, since_time, until_time, channel, kind, bodies
+                connection, since_time, until_time, channel, kind, bodies, routing
             )
 
     with _database(config, migrate=True) as dsn:

@@ -11,6 +11,7 @@ from typing import Any
 
 from asyncpg import Connection, Record
 
+from app.forwarding import Routing
 from app.sql import queries
 from app.storage import wrap_exceptions
 
@@ -47,9 +48,22 @@ async def replay(
     channel: str | None,
     kind: str | None,
     bodies: bool,
+    routing: Routing,
 ) -> int:
-    """New deliveries for the stored events in the window; how many."""
-    return await _queue(connection, queries["replay_events"], since, until, channel, kind, bodies)
+    """New deliveries for the stored events in the window, of channels with a target; how
+    many."""
+    return await _queue(
+        connection,
+        queries["replay_events"],
+        since,
+        until,
+        channel,
+        kind,
+        bodies,
+        routing.default,
+        list(routing.on),
+        list(routing.off),
+    )
 
 
 async def _queue(connection: Connection, query: str, *arguments: Any) -> int:

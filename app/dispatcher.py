@@ -338,8 +338,7 @@ class Dispatcher:
 
 def has_target(config: Config, channels: dict[str, ChannelSettings]) -> bool:
     """Whether any channel's events are handed on: only then does a dispatcher run."""
-    route = routing(config, channels)
-    return route.default or bool(route.on)
+    return routing(config, channels).any
 
 
 async def dispatch(config: Config, stop: asyncio.Event) -> None:

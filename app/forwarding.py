@@ -125,6 +125,11 @@ class Routing:
     on: tuple[str, ...]
     off: tuple[str, ...]
 
+    @property
+    def any(self) -> bool:
+        """Whether any channel's events are handed on."""
+        return self.default or bool(self.on)
+
 
 def routing(config: Config, channels: dict[str, ChannelSettings]) -> Routing:
     own = {name: settings.forward_url for name, settings in channels.items()}

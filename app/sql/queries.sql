@@ -356,7 +356,8 @@ RETURNING d.channel, d.contact
 
 -- replay_events --
 -- New deliveries for the stored events that arrived in [$1, $2) ($2 optional) of channel $3 and
--- kind $4 (each optional), in arrival order; in bodies mode ($5) one per request. The result is
+-- kind $4 (each optional), in arrival order; in bodies mode ($5) one per request; only of
+-- channels with a target, as move_events routes them ($6 default, $7 on, $8 off). The result is
 -- the channel and contact of each, for promote_heads.
 INSERT INTO wabahook_deliveries (received_on, event_id, channel, contact, next_attempt_at)
 SELECT m.received_on, m.id, m.channel, m.contact, CASE WHEN m.contact IS NULL THEN now() END
@@ -369,6 +370,9 @@ FROM (
       AND ($2::timestamptz IS NULL OR e.received_at < $2)
       AND ($3::text IS NULL OR e.channel = $3)
       AND ($4::text IS NULL OR e.kind = $4)
+      AND CASE WHEN e.channel = ANY($7::text[]) THEN true
+               WHEN e.channel = ANY($8::text[]) THEN false
+               ELSE $6::boolean END
 ) m
 WHERE NOT $5::boolean OR m.in_request = 1
 ORDER BY m.received_at, m.request_id, m.seq

@@ -294,21 +294,28 @@ async def test_redeliver_without_ids_or_filter_is_refused(database_url: str) -> 
 async def test_replay_hands_stored_events_on_again(
     database_url: str, tmp_path: Path, receiver: Receiver
 ) -> None:
-    config = settings(database_url, tmp_path, receiver)
+    channels = tmp_path / "channels.toml"
+    channels.write_text('[channels.quiet]\nforward_url = ""\n')
+    config = settings(database_url, tmp_path, receiver, channels_file=str(channels))
     with running_server(config) as url, running_dispatcher(config):
         await post(url, conversation(2))
         await post(url, [cloud_text("wamid.elsewhere")], channel="other")
+        await post(url, [cloud_text("wamid.quiet")], channel="quiet")  # handed on to nobody
         first = await receiver.wait_accepted(7)
-        replayed = run_wabahook(
-            "replay", "--since", "1h", "--channel", "main", env=cli_env(database_url)
+        environment = cli_env(database_url)
+        environment.update(
+            settings_environment({"forward_url": receiver.url, "channels_file": str(channels)})
         )
+        replayed = run_wabahook("replay", "--since", "1h", "--kind", "message", env=environment)
         assert replayed.returncode == 0, replayed.stderr
-        assert b"6 events queued to be handed on again" in replayed.stdout
-        accepted = await receiver.wait_accepted(13)
+        assert b"7 events queued to be handed on again" in replayed.stdout  # not "quiet"'s
+        accepted = await receiver.wait_accepted(14)
+        without_target = run_wabahook("replay", "--since", "1h", env=cli_env(database_url))
+        assert without_target.returncode == 2, without_target.stderr
 
     again = events_of(accepted[7:])
-    assert by_contact(again) == expected_order(2)
-    assert {e["id"] for e in again} == {e["id"] for e in events_of(first) if e["channel"] == "main"}
+    assert by_contact([e for e in again if e["channel"] == "main"]) == expected_order(2)
+    assert {e["id"] for e in again} == {e["id"] for e in events_of(first)}  # "other"'s too
     # A replay is a new delivery: receivers that deduplicate by webhook-id take it.
     assert not {r.headers["webhook-id"] for r in accepted[7:]} & {
         r.headers["webhook-id"] for r in first
