@@ -310,14 +310,13 @@ FROM (
 WHERE head.next_attempt_at IS NULL AND d.id = head.id AND d.received_on = head.received_on
 
 -- dispatch_lag --
--- Seconds since the oldest event not handed on yet arrived: the oldest undone delivery, or the
--- first event past the cursor; 0 when there is none.
+-- Seconds since the oldest event not handed on yet arrived: the oldest head (every contact's
+-- undone deliveries are younger than its head), or the first event past the cursor; 0 when
+-- there is none.
 SELECT coalesce(extract(epoch FROM now() - least(
     (SELECT min(e.received_at) FROM wabahook_deliveries d
      JOIN wabahook_events e ON e.id = d.event_id AND e.received_on = d.received_on
-     WHERE d.id = least(
-         (SELECT min(id) FROM wabahook_deliveries WHERE state = 'pending'),
-         (SELECT min(id) FROM wabahook_deliveries WHERE state = 'retrying'))),
+     WHERE d.next_attempt_at IS NOT NULL),
     -- LATERAL: the cursor's values become the index condition, not a filter on every row.
     (SELECT first.received_at FROM wabahook_dispatch_cursor c CROSS JOIN LATERAL (
          SELECT e.received_at FROM wabahook_events e

@@ -46,12 +46,12 @@ ALTER SEQUENCE wabahook_deliveries_id_seq OWNED BY wabahook_deliveries.id;
 CREATE TABLE wabahook_deliveries_default PARTITION OF wabahook_deliveries DEFAULT;
 
 -- The dispatcher claims due heads by time; a contact's next delivery is found among its undone
--- rows; the oldest undone one gives the lag, and the CLI lists by state.
+-- rows, its oldest undone one is a head (the lag), and the few dead ones are listed by id.
 CREATE INDEX wabahook_deliveries_due_v1 ON wabahook_deliveries (next_attempt_at)
     WHERE next_attempt_at IS NOT NULL;
 CREATE INDEX wabahook_deliveries_undone_v1 ON wabahook_deliveries (channel, contact, id)
     WHERE state IN ('pending', 'retrying');
-CREATE INDEX wabahook_deliveries_state_v1 ON wabahook_deliveries (state, id);
+CREATE INDEX wabahook_deliveries_dead_v1 ON wabahook_deliveries (id) WHERE state = 'dead';
 
 -- Partition maintenance learns the deliveries table, and counts what expires undelivered.
 DROP FUNCTION wabahook_create_partitions_v1(date, date);
