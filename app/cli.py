@@ -116,7 +116,7 @@ def serve(**options: Any) -> None:
         # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again with
         # the handler it found installed: make that handler end us through the `finally`
         # that stops the embedded PostgreSQL, not kill us before it.
-        handing_on = dispatcher.has_target(config, channels)
+        handing_on = routing(config, channels).any
         with (
             dispatcher.beside_server(config) if handing_on else nullcontext(),
             _signals_exit_cleanly(),

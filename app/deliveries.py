@@ -77,5 +77,5 @@ async def _queue(connection: Connection, query: str, *arguments: Any) -> int:
                 [channel for channel, _ in contacts],
                 [contact for _, contact in contacts],
             )
-            await connection.execute("NOTIFY wabahook_deliveries")
+            await connection.execute(queries["notify_deliveries"])
     return len(rows)

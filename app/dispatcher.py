@@ -336,11 +336,6 @@ class Dispatcher:
         )
 
 
-def has_target(config: Config, channels: dict[str, ChannelSettings]) -> bool:
-    """Whether any channel's events are handed on: only then does a dispatcher run."""
-    return routing(config, channels).any
-
-
 async def dispatch(config: Config, stop: asyncio.Event) -> None:
     """One dispatcher with its metrics, on `config.database_url`, until `stop` is set."""
     from app.service import publishing  # the service imports this module's neighbours

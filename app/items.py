@@ -56,14 +56,14 @@ def item_body(body: bytes, seq: int, wa_id: str | None, user_id: str | None) -> 
 
 
 def _cloud_item(members: dict[str, msgspec.Raw], seq: int, wa_id: Any, user_id: Any) -> bytes:
-    entries = p.object_decoder  # entries are read with their raw members: ids stay as sent
     position = seq
+    # Entries and changes are read as raw members, so their ids and fields stay as sent.
     for entry_raw in p.array_decoder.decode(members["entry"]):
-        entry = entries.decode(entry_raw)
+        entry = p.object_decoder.decode(entry_raw)
         for change_raw in p.array_decoder.decode(entry.get("changes", b"[]")):
-            change = entries.decode(change_raw)
+            change = p.object_decoder.decode(change_raw)
             field = p.any_decoder.decode(change.get("field", b"null"))
-            value = entries.decode(change["value"])
+            value = p.object_decoder.decode(change["value"])
             arrays = (
                 normalise.CHAT_ARRAYS
                 if field == "messages"

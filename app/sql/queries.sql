@@ -196,6 +196,10 @@ VALUES ('0', 0, $1, now())
 ON CONFLICT (singleton) DO UPDATE SET leader = $1, heartbeat_at = now()
 RETURNING c.xid, c.event_id, c.request_id
 
+-- notify_deliveries --
+-- Wake the leading dispatcher at COMMIT: deliveries were queued (redeliver, replay).
+NOTIFY wabahook_deliveries
+
 -- dispatch_heartbeat --
 -- The leader is alive (in a step that moves nothing; move_events beats it otherwise).
 UPDATE wabahook_dispatch_cursor SET heartbeat_at = now()

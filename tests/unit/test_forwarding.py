@@ -16,7 +16,7 @@ import standardwebhooks
 from app import signing
 from app.channels import ChannelSettings
 from app.config import DEFAULT_RETRIES, Config
-from app.dispatcher import JITTER, Attempt, Dispatcher, has_target
+from app.dispatcher import JITTER, Attempt, Dispatcher
 from app.forwarding import Delivery, Event, Outcome, load_handler, retry_after_seconds, routing
 from app.metrics import Metrics
 
@@ -145,9 +145,9 @@ def test_routing_and_whether_a_dispatcher_runs() -> None:
     )
     route = routing(Config(), channels)
     assert (route.default, route.on, route.off) == (False, ("crm",), ("quiet",))
-    assert has_target(Config(), channels)
-    assert not has_target(Config(), {"plain": ChannelSettings()})
-    assert has_target(Config(forward_url="http://app"), {})
+    assert routing(Config(), channels).any
+    assert not routing(Config(), {"plain": ChannelSettings()}).any
+    assert routing(Config(forward_url="http://app"), {}).any
 
 
 def test_a_handler_must_be_an_importable_async_function() -> None:
