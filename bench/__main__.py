@@ -1,5 +1,5 @@
-"""python -m bench {budget,compare,dispatch,items,scale,soak}: each command starts and stops all
-it needs.
+"""python -m bench {budget,capacity,compare,dispatch,items,scale,soak}: each command starts and
+stops all it needs (`charts` draws the charts again from saved figures).
 
 Every server listens on 127.0.0.1 only, every run is bounded in time, and every process
 started here is stopped by its process group before the command returns.
@@ -7,17 +7,22 @@ started here is stopped by its process group before the command returns.
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
 from app.cli import config_options
 from bench import budget as budget_mod
+from bench import capacity as capacity_mod
+from bench import charts as charts_mod
 from bench import compare as compare_mod
 from bench import dispatch as dispatch_mod
 from bench import items as items_mod
+from bench import report
 from bench import scale as scale_mod
 
 # Server settings the load commands pass on to `wabahook serve`: the CLI's own typed options
@@ -55,8 +60,9 @@ def _settings(options: dict[str, Any]) -> dict[str, str]:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 def main() -> None:
-    """Benchmarks of wabahook: the 5 s budget at a target rate, throughput against baselines,
-    cost against body size and settings, and memory over a soak."""
+    """Benchmarks of wabahook: the 5 s budget at a target rate, the highest rate held with a
+    short tail, throughput against baselines, cost against body size and settings, and memory
+    over a soak."""
     # SIGTERM ends a run as Ctrl-C does: through the `finally`s that stop every process it
     # started (by default, SIGTERM would end this process and leave them running).
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -202,6 +208,134 @@ def compare(
         settings=_settings(options),
     )
     sys.exit(0 if ok else 1)
+
+
+@main.command()
+@_measured_run_duration(default=10.0)
+@click.option(
+    "--start", type=click.FloatRange(1), default=250.0, show_default=True, help="first rate, /s"
+)
+@click.option(
+    "--max-rate",
+    type=click.FloatRange(1),
+    default=64_000.0,
+    show_default=True,
+    help="the search doubles no higher",
+)
+@click.option(
+    "--precision",
+    type=click.FloatRange(0.01, 1),
+    default=0.1,
+    show_default=True,
+    help="bisect until the lowest rate missed is within this share of the highest held",
+)
+@click.option(
+    "--max-steps",
+    type=click.IntRange(1, 40),
+    default=12,
+    show_default=True,
+    help="measured steps per server, at most",
+)
+@click.option(
+    "--per-connection",
+    type=click.FloatRange(0.1),
+    default=10.0,
+    show_default=True,
+    help="requests/s offered per open connection (as budget's --user-rps)",
+)
+@click.option(
+    "--servers",
+    "names",
+    default="wabahook,typical",
+    show_default=True,
+    help="comma-separated, from wabahook, typical and bare (bare shows the client's ceiling)",
+)
+@click.option(
+    "--body",
+    default="mix",
+    show_default=True,
+    help="mix (single-event Cloud and On-Premise bodies, 3 statuses per inbound) or "
+    "cloud-text-<bytes>, as compare's",
+)
+@_wabahook_options
+@_placement_option
+@_database_option
+def capacity(
+    duration: float,
+    start: float,
+    max_rate: float,
+    precision: float,
+    max_steps: int,
+    per_connection: float,
+    names: str,
+    body: str,
+    database_url: str | None,
+    pg_cpu: str,
+    **options: Any,
+) -> None:
+    """The highest Poisson rate each receiver holds with p99 under 100 ms and no errors:
+    wabahook against the typical receiver, open loop, the rate doubled then bisected."""
+    chosen = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = set(chosen) - set(capacity_mod.SERVERS)
+    if unknown or not chosen:
+        raise click.BadParameter(
+            f"unknown servers: {', '.join(sorted(unknown))}", param_hint="--servers"
+        )
+    if start > max_rate:
+        raise click.BadParameter("must not exceed --max-rate", param_hint="--start")
+    ok = capacity_mod.run(
+        names=chosen,
+        seconds=duration,
+        start=start,
+        max_rate=max_rate,
+        precision=precision,
+        max_steps=max_steps,
+        per_connection=per_connection,
+        body=body,
+        database_url=database_url,
+        pg_cpu=pg_cpu,
+        settings=_settings(options),
+    )
+    sys.exit(0 if ok else 1)
+
+
+@main.command()
+@click.option(
+    "--capacity",
+    "capacity_json",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="capacity figures [default: the newest in bench/results]",
+)
+@click.option(
+    "--compare",
+    "compare_json",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="compare figures [default: the newest in bench/results]",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=charts_mod.DOCS_DIR,
+    show_default=True,
+    help="directory the PNGs are written to",
+)
+def charts(capacity_json: Path | None, compare_json: Path | None, out: Path) -> None:
+    """Draw the charts again from saved figures: latency against rate (capacity) and
+    throughput against connections (compare)."""
+    drawn = False
+    for name, given, draw in (
+        ("capacity", capacity_json, charts_mod.save_latency_vs_rate),
+        ("compare", compare_json, charts_mod.save_throughput_vs_connections),
+    ):
+        path = given or report.latest(name)
+        if path is None:
+            print(f"  no {name} figures in {report.RESULTS_DIR}: run `python -m bench {name}`")
+            continue
+        print(f"  {name:<10} from {path}")
+        drawn = bool(draw(json.loads(path.read_text()), [out])) or drawn
+    sys.exit(0 if drawn or not charts_mod.available() else 1)
 
 
 @main.command()

@@ -2,12 +2,14 @@
 
 All three get the same wrk client, the same body stream (fresh message ids from the same
 templates), the same core, and for the two that store, a fresh database each on the same
-PostgreSQL. Ratios are only ever taken between figures of this run.
+PostgreSQL. Ratios are only ever taken between figures of this run. The figures are drawn as
+throughput against connections (`bench.charts`) when matplotlib is installed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import pg, procs, report, servers, wrk
+from bench import charts, pg, procs, report, servers, wrk
 from bench.bodies import Template, cloud_text, single_event_templates
 from tests.support.databases import fetch
 
@@ -32,6 +34,8 @@ class Point:
     result: wrk.WrkResult
     server_usage: procs.Usage
     postgres_usage: procs.Usage | None
+    connections: int = 0
+    rate: float = 0.0  # requests/s wrk was paced to; 0: as fast as it could
 
     def row(self) -> list[Any]:
         r, seconds = self.result, self.result.seconds
@@ -115,6 +119,8 @@ def measure(
         result,
         server_usage.usage,
         pg_usage.usage if postgres and postgres.embedded else None,
+        connections,
+        rate,
     )
     contest.points.append(point)
     return point
@@ -355,6 +361,8 @@ def _print(
                     "points": [
                         {
                             "label": p.label,
+                            "connections": p.connections,
+                            "rate": p.rate,
                             **p.result.__dict__,
                             "rps": p.result.rps,
                             "peak_rss": p.server_usage.peak_rss,
@@ -371,4 +379,5 @@ def _print(
         },
     )
     print(f"  figures saved to {path}; server logs in {workdir}")
+    charts.save_throughput_vs_connections(json.loads(path.read_text()), [workdir, charts.DOCS_DIR])
     return verdict.passed

@@ -183,3 +183,9 @@ def save(command: str, result: dict[str, Any]) -> Path:
     payload = {"command": " ".join(sys.argv), "environment": environment(), **result}
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     return path
+
+
+def latest(command: str) -> Path | None:
+    """The newest figures `save` kept for `command`, if any."""
+    paths = sorted(RESULTS_DIR.glob(f"{command}-*.json"), key=lambda p: p.stat().st_mtime)
+    return paths[-1] if paths else None
