@@ -42,7 +42,7 @@ import asyncpg
 import uvloop
 from asyncpg import Connection
 
-from app import logs, storage
+from app import cpu_priority, logs, storage
 from app.channels import ChannelSettings, load_channels
 from app.config import Config
 from app.errors import WabahookError
@@ -58,7 +58,8 @@ MOVE_BATCH = 1000  # events read past the cursor in one step
 POLL_INTERVAL = 0.5  # s: the longest a leader waits without a notification (retries fall due)
 STEP_INTERVAL = 0.01  # s: the shortest time from one step to the next
 BUSY_STEP_INTERVAL = 0.1  # s: the same while events arrive faster than BUSY_RATE
-BUSY_RATE = 2000.0  # events/s read past the cursor
+BUSY_RATE = 2000.0  # events/s arriving
+RATE_WINDOW = 1.0  # s over which the arrival rate is measured
 STANDBY_INTERVAL = 1.0  # s between a standing-by dispatcher's tries to lead
 LAG_INTERVAL = 2.0  # s between two measurements of the lag
 RECONNECT_DELAY = 1.0  # s after a lost database connection
@@ -75,9 +76,15 @@ class Attempt:
 
 class Dispatcher:
     def __init__(
-        self, config: Config, channels: dict[str, ChannelSettings], dsn: str, metrics: Metrics
+        self,
+        config: Config,
+        channels: dict[str, ChannelSettings],
+        dsn: str,
+        metrics: Metrics,
+        low_priority: bool = False,
     ) -> None:
         self._config = config
+        self._low_priority = low_priority  # of its PostgreSQL backend (serve's dispatcher)
         self._channels = channels
         self._dsn = dsn
         self._metrics = metrics
@@ -144,9 +151,14 @@ class Dispatcher:
                 "synchronous_commit": "off",
                 # The step's statements plan partitioned tables: planned once, not per step.
                 "plan_cache_mode": "force_generic_plan",
+                # Every statement of a step reaches its rows through an index; a plan made while
+                # the deliveries table is small would otherwise scan it whole at every step.
+                "enable_seqscan": "off",
             },
         )
         try:
+            if self._low_priority:
+                await cpu_priority.lowest_for_backend(connection)
             yield connection
         finally:
             connection.terminate()
@@ -178,7 +190,9 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         lag_due = 0.0
         interval = STEP_INTERVAL
-        window_start, window_read = loop.time(), 0  # events read per second, over a second
+        # The arrival rate, from the ids drawn: what the dispatcher reads past its cursor would
+        # not do, as it reads nothing while its attempts are saturated.
+        rate_since, drawn = loop.time(), await connection.fetchval(queries["event_ids_drawn"])
         while not self._stopping:
             self._wake.clear()
             stepped = loop.time()
@@ -191,11 +205,11 @@ class Dispatcher:
             # Under a steady stream, steps come at most every `interval`: each then carries
             # more events, and PostgreSQL, which ingestion shares, does less per event. Under
             # a heavy one (ingestion at full speed), fewer and larger steps still.
-            window_read += read or 0
-            if loop.time() - window_start >= 1.0:
-                busy = window_read > BUSY_RATE * (loop.time() - window_start)
+            if loop.time() - rate_since >= RATE_WINDOW:
+                before, drawn = drawn, await connection.fetchval(queries["event_ids_drawn"])
+                busy = drawn - before > BUSY_RATE * (loop.time() - rate_since)
                 interval = BUSY_STEP_INTERVAL if busy else STEP_INTERVAL
-                window_start, window_read = loop.time(), 0
+                rate_since = loop.time()
             await asyncio.sleep(stepped + interval - loop.time())
 
     async def _stopped_within(self, seconds: float) -> bool:
@@ -336,8 +350,9 @@ class Dispatcher:
         )
 
 
-async def dispatch(config: Config, stop: asyncio.Event) -> None:
-    """One dispatcher with its metrics, on `config.database_url`, until `stop` is set."""
+async def dispatch(config: Config, stop: asyncio.Event, low_priority: bool = False) -> None:
+    """One dispatcher with its metrics, on `config.database_url`, until `stop` is set;
+    `low_priority`: its PostgreSQL backend too, if on this machine."""
     from app.service import publishing  # the service imports this module's neighbours
 
     channels = load_channels(config.channels_file)
@@ -349,7 +364,7 @@ async def dispatch(config: Config, stop: asyncio.Event) -> None:
         finally:
             await connection.close()
     metrics = Metrics() if config.metrics else Metrics.disabled()
-    dispatcher = Dispatcher(config, channels, config.database_url, metrics)
+    dispatcher = Dispatcher(config, channels, config.database_url, metrics, low_priority)
     async with publishing(config, metrics):
         running = asyncio.ensure_future(dispatcher.run())
         stopping = asyncio.ensure_future(stop.wait())
@@ -378,7 +393,7 @@ def run(config: Config, parent: int | None = None) -> None:
         else:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             watching.append(loop.create_task(_stop_when_orphaned(stop, parent)))
-        await dispatch(config, stop)
+        await dispatch(config, stop, low_priority=parent is not None)
         for watch in watching:
             watch.cancel()
 
@@ -394,9 +409,8 @@ async def _stop_when_orphaned(stop: asyncio.Event, parent: int) -> None:
 @contextlib.contextmanager
 def beside_server(config: Config) -> Iterator[None]:
     """`serve`'s dispatcher: one process of its own next to the HTTP workers, restarted if it
-    dies, stopped at exit. It runs at the lowest CPU priority (`_yield_the_cpu`): on a busy
-    machine acknowledging comes first, and handing on catches up after (nothing waits in
-    memory)."""
+    dies, stopped at exit. It runs at the lowest CPU priority, and so does its PostgreSQL
+    backend when on this machine (`cpu_priority`)."""
     stopping = threading.Event()
     starting = threading.Lock()  # no child is started once stopping is set
     current: list[subprocess.Popen[bytes]] = []
@@ -435,17 +449,8 @@ def beside_server(config: Config) -> Iterator[None]:
         supervisor.join(STOP_TIMEOUT)
 
 
-def _yield_the_cpu() -> None:
-    """serve's dispatcher runs only on CPU time nothing else wants (SCHED_IDLE): on a busy
-    machine acknowledging comes first, and handing on catches up when the load eases."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):  # not Linux: the lowest niceness instead
-        os.nice(19)
-
-
 if __name__ == "__main__":  # serve's dispatcher process: settings exported by serve
-    _yield_the_cpu()
+    cpu_priority.lowest_for_this_process()
     settings = Config.from_environ()
     logging.config.dictConfig(logs.dict_config(settings.log_level, settings.log_format))
     # serve names itself: had it died before this line, getppid() would name another process.

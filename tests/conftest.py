@@ -48,6 +48,12 @@ def server_dsn(pytestconfig: pytest.Config) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def embedded_server(pytestconfig: pytest.Config) -> bool:
+    """Whether the test server is the embedded one: a process of this machine."""
+    return not pytestconfig.stash[_EXTERNAL_DSN]
+
+
+@pytest.fixture(scope="session")
 def template_database(server_dsn: str) -> Iterator[str]:
     """A database migrated once per session; each test clones it."""
     name = f"wabahook_template_{os.getpid()}"

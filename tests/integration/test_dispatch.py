@@ -567,3 +567,49 @@ async def test_serves_dispatcher_process_ends_with_its_parent(
         await wait_until(child_gone, what="the orphaned dispatcher to exit")
     finally:
         kill_group(parent)
+
+
+async def test_serves_dispatcher_and_its_backend_yield_the_cpu_a_standalone_one_does_not(
+    database_url: str,
+    tmp_path: Path,
+    receiver: Receiver,
+    db: asyncpg.Connection,
+    embedded_server: bool,
+) -> None:
+    if not embedded_server:
+        pytest.skip("the embedded server runs on this machine; DATABASE_URL's may not")
+
+    async def leading_backend(pid: int) -> int | None:
+        """The backend of the dispatcher process `pid` once it leads (its priorities are set
+        before it does)."""
+        backend: int | None = await db.fetchval(
+            "SELECT a.pid FROM wabahook_dispatch_cursor c, pg_stat_activity a "
+            "WHERE c.leader LIKE '%:' || $1 AND a.application_name = 'wabahook-dispatch'",
+            str(pid),
+        )
+        return backend
+
+    async def leads(pid: int) -> bool:
+        return await leading_backend(pid) is not None
+
+    config = settings(database_url, tmp_path, receiver)
+    with running_dispatcher(config, log=tmp_path / "beside-serve.log") as beside_serve:
+        await wait_until(lambda: leads(beside_serve.pid), what="serve's dispatcher to lead")
+        backend = await leading_backend(beside_serve.pid)
+        assert backend is not None
+        assert os.sched_getscheduler(beside_serve.pid) == os.SCHED_IDLE
+        assert os.getpriority(os.PRIO_PROCESS, backend) == 19
+
+    standalone = start_group(
+        [*wabahook_command(), "dispatch"],
+        env=cli_env(database_url) | settings_environment({"forward_url": receiver.url}),
+        log=tmp_path / "standalone.log",
+    )
+    try:
+        await wait_until(lambda: leads(standalone.pid), what="the standalone dispatcher to lead")
+        backend = await leading_backend(standalone.pid)
+        assert backend is not None
+        assert os.sched_getscheduler(standalone.pid) == os.SCHED_OTHER
+        assert os.getpriority(os.PRIO_PROCESS, backend) == 0
+    finally:
+        stop_group(standalone)
