@@ -30,20 +30,21 @@ async def lowest_for_backend(connection: Connection) -> bool:
 
     Niceness, not SCHED_IDLE: the backend takes locks the flushes need too (pages of the events
     index, the WAL), and must never be starved while it holds one. The process is recognised by
-    its title, which names the session's user, database and client address: the pid alone could
-    name another process when PostgreSQL runs in a container of its own.
+    its title, which names the session's login user, database and client address and port: the
+    pid alone could name another process when PostgreSQL runs in a container of its own.
     """
     pid = connection.get_server_pid()
     session = await connection.fetchrow(queries["session_identity"])
     if session["client_addr"] is None:
         client = "[local]"
     elif ipaddress.ip_address(session["client_addr"]).is_loopback:
-        client = f"{session['client_addr']}({session['client_port']})"
+        client = f"({session['client_port']})"  # after the address, or its name (log_hostname)
     else:  # another host, or a container's network: not a process of this machine
         return False
     try:
         title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        if f" {session['user']} {session['database']} {client} " not in f"{title} ":
+        _, named, rest = title.partition(f" {session['user']} {session['database']} ")
+        if not named or not rest.split(" ", 1)[0].endswith(client):
             return False
         os.setpriority(os.PRIO_PROCESS, pid, LOWEST_NICENESS)
     except (OSError, UnicodeDecodeError):  # not Linux, no such process, not ours to change

@@ -178,7 +178,7 @@ SELECT pg_advisory_xact_lock(7346092177)
 -- Who this session is to PostgreSQL, as its backend's process title names it: the client's
 -- address and port (null over a Unix socket), user and database.
 SELECT host(inet_client_addr()) AS client_addr, inet_client_port() AS client_port,
-       current_user AS user, current_database() AS database
+       session_user AS user, current_database() AS database
 
 -- try_lead_dispatch --
 -- Become the leading dispatcher; held by this session until it ends. True when taken.
@@ -212,8 +212,8 @@ UPDATE wabahook_dispatch_cursor SET heartbeat_at = now()
 
 -- event_ids_drawn --
 -- Event ids drawn so far (one per arriving event, redeliveries included): its growth is the rate
--- events arrive at.
-SELECT last_value FROM wabahook_events_id_seq
+-- events arrive at. The function needs only USAGE on the sequence; null before the first id.
+SELECT coalesce(pg_sequence_last_value('wabahook_events_id_seq'), 0)
 
 -- move_events --
 -- Hand on the events past the cursor: up to $4 of them, in (xid, id) order, only below the
@@ -243,24 +243,21 @@ chosen AS (
     FROM targeted t
     WHERE NOT $5::boolean OR (t.in_request = 1 AND t.request_id IS DISTINCT FROM $3::uuid)
 ),
--- One index probe per contact of the batch (LATERAL ... LIMIT 1), never a scan of every
--- undone delivery: those of a busy contact are many.
-waiting AS (
-    SELECT k.channel, k.contact
-    FROM (SELECT DISTINCT c.channel, c.contact FROM chosen c WHERE c.contact IS NOT NULL) k
-    CROSS JOIN LATERAL (
-        SELECT 1 FROM wabahook_deliveries u
-        WHERE u.channel = k.channel AND u.contact = k.contact
-          AND u.state IN ('pending', 'retrying')
-        LIMIT 1
-    ) head
-),
 moved AS (
     INSERT INTO wabahook_deliveries (received_on, event_id, channel, contact, next_attempt_at)
     SELECT c.received_on, c.id, c.channel, c.contact,
-           CASE WHEN c.contact IS NULL OR (c.nth = 1 AND w.contact IS NULL) THEN now() END
+           CASE WHEN c.contact IS NULL THEN now()
+                -- A scalar subquery, run only for a contact's first event of the batch: never
+                -- hashed over every undone delivery (a busy contact's are many), never rerun
+                -- per row, whatever plan the table sizes gave.
+                WHEN c.nth = 1 THEN CASE WHEN (
+                    SELECT 1 FROM wabahook_deliveries u
+                    WHERE u.channel = c.channel AND u.contact = c.contact
+                      AND u.state IN ('pending', 'retrying')
+                    LIMIT 1
+                ) IS NULL THEN now() END
+           END
     FROM chosen c
-    LEFT JOIN waiting w ON w.channel = c.channel AND w.contact = c.contact
     ORDER BY c.xid, c.id
     RETURNING 1
 ),

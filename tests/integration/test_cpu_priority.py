@@ -24,7 +24,9 @@ async def test_the_sessions_own_backend_on_this_machine_gets_the_lowest_niceness
     other = await asyncpg.connect(database_url)
     try:
         before = niceness(other.get_server_pid())
-        assert niceness(db.get_server_pid()) == before != LOWEST_NICENESS
+        if before == LOWEST_NICENESS:
+            pytest.skip("the test server already runs at the lowest niceness")
+        assert niceness(db.get_server_pid()) == before
 
         assert await lowest_for_backend(db) is True
 
