@@ -433,19 +433,7 @@ def offer(
     if proc.returncode != 0 or "WRKJSON" not in lines or "WRKSCHED" not in lines:
         raise RuntimeError(f"wrk failed ({proc.returncode}):\n{output[-2000:]}")
     data, sched = json.loads(lines["WRKJSON"]), json.loads(lines["WRKSCHED"])
-    elapsed = data["duration_us"] / 1e6
-    result = wrk.WrkResult(
-        requests=data["requests"],
-        non_2xx=data["status"],
-        socket_errors=data["connect"] + data["read"] + data["write"] + data["timeout"],
-        seconds=elapsed,
-        p50_ms=data["p50"] / 1000,
-        p90_ms=data["p90"] / 1000,
-        p99_ms=data["p99"] / 1000,
-        p999_ms=data["p999"] / 1000,
-        max_ms=data["max"] / 1000,
-        client_cpu=(usage.ru_utime + usage.ru_stime) / elapsed if usage and elapsed else 0.0,
-    )
+    result = wrk.result_of(data, usage.ru_utime + usage.ru_stime if usage else 0.0)
     schedule = Schedule(
         sent=sched["sent"],
         late=sched["late"],

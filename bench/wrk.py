@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from bench import procs
 from bench.bodies import Template
@@ -203,7 +204,11 @@ def run(
     line = next((x for x in output.splitlines() if x.startswith("WRKJSON ")), None)
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({proc.returncode}):\n{output[-2000:]}")
-    data = json.loads(line[len("WRKJSON ") :])
+    return result_of(json.loads(line[len("WRKJSON ") :]), usage.ru_utime + usage.ru_stime)
+
+
+def result_of(data: dict[str, Any], client_cpu_s: float) -> WrkResult:
+    """A run's figures from the JSON the Lua script prints after `WRKJSON`."""
     elapsed = data["duration_us"] / 1e6
     return WrkResult(
         requests=data["requests"],
@@ -215,5 +220,5 @@ def run(
         p99_ms=data["p99"] / 1000,
         p999_ms=data["p999"] / 1000,
         max_ms=data["max"] / 1000,
-        client_cpu=(usage.ru_utime + usage.ru_stime) / elapsed if elapsed else 0.0,
+        client_cpu=client_cpu_s / elapsed if elapsed else 0.0,
     )
