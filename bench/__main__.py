@@ -112,8 +112,18 @@ def _load_options(rate: float, seconds: int) -> Any:
 
 @main.command()
 @_load_options(rate=200.0, seconds=20)
-def budget(**options: Any) -> None:
+@click.option(
+    "--step",
+    is_flag=True,
+    help="step the rate instead: the highest one held with p99 < 100 ms, against the typical "
+    "receiver's (`capacity` with its defaults)",
+)
+@click.pass_context
+def budget(ctx: click.Context, step: bool, **options: Any) -> None:
     """Does this host hold the traffic inside the 5 s budget? Exit 1 on any miss."""
+    if step:
+        shared = ("database_url", "pg_cpu", *_SETTINGS)
+        ctx.invoke(capacity, **{name: options[name] for name in shared if name in options})
     ok = budget_mod.run(command="budget", **_load_kwargs(options), warmup=0.0)
     sys.exit(0 if ok else 1)
 
