@@ -207,8 +207,7 @@ class Dispatcher:
             # a heavy one (ingestion at full speed), fewer and larger steps still.
             if loop.time() - rate_since >= RATE_WINDOW:
                 before, drawn = drawn, await connection.fetchval(queries["event_ids_drawn"])
-                busy = drawn - before > BUSY_RATE * (loop.time() - rate_since)
-                interval = BUSY_STEP_INTERVAL if busy else STEP_INTERVAL
+                interval = step_interval(drawn - before, loop.time() - rate_since)
                 rate_since = loop.time()
             await asyncio.sleep(stepped + interval - loop.time())
 
@@ -348,6 +347,12 @@ class Dispatcher:
             [next_attempt for _, next_attempt, _ in states],
             [error for _, _, error in states],
         )
+
+
+def step_interval(arrived: int, seconds: float) -> float:
+    """The shortest time between steps after `arrived` events in `seconds`: longer while
+    more than `BUSY_RATE` events/s arrive."""
+    return BUSY_STEP_INTERVAL if arrived > BUSY_RATE * seconds else STEP_INTERVAL
 
 
 async def dispatch(config: Config, stop: asyncio.Event, low_priority: bool = False) -> None:

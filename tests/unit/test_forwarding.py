@@ -16,7 +16,15 @@ import standardwebhooks
 from app import signing
 from app.channels import ChannelSettings
 from app.config import DEFAULT_RETRIES, Config
-from app.dispatcher import JITTER, Attempt, Dispatcher
+from app.dispatcher import (
+    BUSY_RATE,
+    BUSY_STEP_INTERVAL,
+    JITTER,
+    STEP_INTERVAL,
+    Attempt,
+    Dispatcher,
+    step_interval,
+)
 from app.forwarding import Delivery, Event, Outcome, load_handler, retry_after_seconds, routing
 from app.metrics import Metrics
 
@@ -188,6 +196,17 @@ def test_the_envelope_splices_the_stored_payload_unchanged() -> None:
     assert encoded.endswith(b'"payload":' + stored.encode() + b"}")  # 1.10 stays 1.10
     assert msgspec.json.decode(encoded)["received_at"] == "2026-11-27T12:00:00Z"
     assert delivery.webhook_id == "dlv_9"
+
+
+def test_steps_lengthen_only_past_the_busy_rate() -> None:
+    at_the_rate = int(BUSY_RATE)
+    assert step_interval(at_the_rate, 1.0) == STEP_INTERVAL
+    assert step_interval(at_the_rate + 1, 1.0) == BUSY_STEP_INTERVAL
+    # Per second of the window, however long it ran.
+    assert step_interval(2 * at_the_rate, 2.0) == STEP_INTERVAL
+    assert step_interval(2 * at_the_rate + 1, 2.0) == BUSY_STEP_INTERVAL
+    assert step_interval(0, 1.0) == STEP_INTERVAL
+    assert step_interval(-5, 1.0) == STEP_INTERVAL  # the sequence set back: not busy
 
 
 def _dispatcher(config: Config) -> Dispatcher:
