@@ -124,6 +124,7 @@ def budget(ctx: click.Context, step: bool, **options: Any) -> None:
     if step:
         shared = ("database_url", "pg_cpu", *_SETTINGS)
         ctx.invoke(capacity, **{name: options[name] for name in shared if name in options})
+        return  # capacity exits with its own verdict
     ok = budget_mod.run(command="budget", **_load_kwargs(options), warmup=0.0)
     sys.exit(0 if ok else 1)
 
